@@ -1,0 +1,7 @@
+//! walship: a streaming SQLite replicator whose replicas Litestream 0.5 restores.
+//!
+//! The engine grows here module by module (see `shared/DESIGN.md`); the `walship` binary in
+//! `main.rs` is its command line.
+
+/// The version printed by `walship version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

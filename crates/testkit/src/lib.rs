@@ -4,6 +4,8 @@
 //! server) live in the project's virtualenv, which `make venv` builds. A test that needs one and
 //! cannot find it fails with a message saying so: it never skips silently.
 
+pub mod db;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -13,7 +13,9 @@ const TOTAL: usize = 100 * 1000 * 1000;
 const ROUNDS: usize = 3;
 
 fn pages() -> Vec<Vec<u8>> {
-    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"];
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+    ];
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         s ^= s << 13;
@@ -58,7 +60,12 @@ fn mbps(d: Duration) -> f64 {
 
 fn encode(pages: &[Vec<u8>], encoding: PageEncoding) -> Vec<u8> {
     let header = Header::new(PAGE_SIZE as u32, pages.len() as u32, Txid(1), Txid(1), 0);
-    let mut enc = Encoder::new(Vec::with_capacity(TOTAL), header, EncoderOptions { encoding }).unwrap();
+    let mut enc = Encoder::new(
+        Vec::with_capacity(TOTAL),
+        header,
+        EncoderOptions { encoding },
+    )
+    .unwrap();
     for (i, p) in pages.iter().enumerate() {
         enc.write_page(i as u32 + 1, p).unwrap();
     }
@@ -108,9 +115,23 @@ fn main() {
         TOTAL as f64 / raw_size as f64
     );
     println!("{:<34} {:>9} {:>12}", "", "MB/s", "of ceiling");
-    println!("{:<34} {:>9.0} {:>12}", "raw LZ4 block compress (ceiling)", mbps(lz4_compress), "1.00");
-    println!("{:<34} {:>9.0} {:>12}", "raw LZ4 block decompress (ceiling)", mbps(lz4_decompress), "1.00");
-    println!("{:<34} {:>9.0}", "CRC-64 of the pages (part of both)", mbps(crc));
+    println!(
+        "{:<34} {:>9.0} {:>12}",
+        "raw LZ4 block compress (ceiling)",
+        mbps(lz4_compress),
+        "1.00"
+    );
+    println!(
+        "{:<34} {:>9.0} {:>12}",
+        "raw LZ4 block decompress (ceiling)",
+        mbps(lz4_decompress),
+        "1.00"
+    );
+    println!(
+        "{:<34} {:>9.0}",
+        "CRC-64 of the pages (part of both)",
+        mbps(crc)
+    );
     for encoding in [PageEncoding::Block, PageEncoding::Frame] {
         let file = encode(&pages, encoding);
         let e = best(|| {

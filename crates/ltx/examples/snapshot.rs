@@ -22,14 +22,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let encoding = match rest.get(1).map(String::as_str) {
         None | Some("block") => PageEncoding::Block,
         Some("frame") => PageEncoding::Frame,
-        Some(other) => return Err(format!("unknown page encoding {other:?}: use block or frame").into()),
+        Some(other) => {
+            return Err(format!("unknown page encoding {other:?}: use block or frame").into())
+        }
     };
     let dir = PathBuf::from(replica).join("ltx").join("9");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format_filename(Txid(1), txid));
     let tmp = path.with_extension("ltx.tmp");
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
-    let (file, header, _) = encode_snapshot(File::open(db)?, File::create(&tmp)?, txid, now, EncoderOptions { encoding })?;
+    let (file, header, _) = encode_snapshot(
+        File::open(db)?,
+        File::create(&tmp)?,
+        txid,
+        now,
+        EncoderOptions { encoding },
+    )?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     println!(

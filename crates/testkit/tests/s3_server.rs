@@ -8,7 +8,8 @@ use testkit::{litestream, run_ok, wait_until, ChildGuard, S3Server};
 
 fn item_count(path: &std::path::Path) -> i64 {
     let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
@@ -32,7 +33,9 @@ fn litestream_replicates_to_and_restores_from_the_s3_server() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     fill_sample(&conn, 8, 250);
-    let want: i64 = conn.query_row("SELECT count(*) FROM items", [], |r| r.get(0)).unwrap();
+    let want: i64 = conn
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap();
 
     // Restore until the replica has caught up with the last write.
     let restored = dir.path().join("restored.db");
@@ -52,13 +55,17 @@ fn litestream_replicates_to_and_restores_from_the_s3_server() {
         "litestream never restored {want} rows from the S3 server\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    assert!(ls.terminate(Duration::from_secs(15)), "litestream did not stop on SIGTERM");
+    assert!(
+        ls.terminate(Duration::from_secs(15)),
+        "litestream did not stop on SIGTERM"
+    );
     assert_eq!(integrity_check(&restored), "ok");
 
     // The objects are where Litestream 0.5 puts them on S3: <path>/<level %04x>/<min>-<max>.ltx.
     let keys = s3.list("compat", "app.db/");
     assert!(
-        keys.iter().any(|k| k.starts_with("app.db/0000/") && k.ends_with(".ltx")),
+        keys.iter()
+            .any(|k| k.starts_with("app.db/0000/") && k.ends_with(".ltx")),
         "no L0 files in the bucket: {keys:?}"
     );
 

@@ -30,6 +30,7 @@ pub struct Decoder<R> {
     done: bool,
     db_checksum: Option<DatabaseChecksum>,
     raw: Vec<u8>,
+    entry_buf: Vec<u8>,
 }
 
 impl<R: Read> Decoder<R> {
@@ -53,6 +54,7 @@ impl<R: Read> Decoder<R> {
             done: false,
             db_checksum,
             raw: Vec::new(),
+            entry_buf: Vec::with_capacity(30),
         })
     }
 
@@ -98,10 +100,10 @@ impl<R: Read> Decoder<R> {
             offset: at,
             size: self.src.offset() - at,
         };
-        let mut buf = Vec::with_capacity(30);
-        entry.encode_into(&mut buf);
-        self.expected_index.update(&buf);
-        self.expected_index_len += buf.len() as u64;
+        self.entry_buf.clear();
+        entry.encode_into(&mut self.entry_buf);
+        self.expected_index.update(&self.entry_buf);
+        self.expected_index_len += self.entry_buf.len() as u64;
         if let Some(c) = self.db_checksum.as_mut() {
             c.add(page_checksum(ph.pgno, page));
         }

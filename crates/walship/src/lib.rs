@@ -3,5 +3,11 @@
 //! The engine grows here module by module (see `shared/DESIGN.md`); the `walship` binary in
 //! `main.rs` is its command line.
 
+pub mod config;
+mod error;
+pub mod wal;
+
+pub use error::{Error, Result};
+
 /// The version printed by `walship version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

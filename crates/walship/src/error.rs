@@ -15,6 +15,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// SQLite refused something walship needs from a database.
+    #[error("database {}: {reason}", path.display())]
+    Db { path: PathBuf, reason: String },
+
     /// A WAL file is not what SQLite writes.
     #[error("WAL {}: {reason} (at offset {offset})", path.display())]
     Wal {

@@ -4,7 +4,9 @@
 //! `main.rs` is its command line.
 
 pub mod config;
+pub mod db;
 mod error;
+pub mod store;
 pub mod wal;
 
 pub use error::{Error, Result};

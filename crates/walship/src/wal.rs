@@ -118,6 +118,14 @@ pub struct WalPosition {
     pub checksum: WalChecksum,
 }
 
+/// A frame found by a scan: its offset and the running checksum before it, so that a later read
+/// can prove the frame is still the one scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    pub offset: u64,
+    pub seed: WalChecksum,
+}
+
 /// The committed transactions found in a stretch of WAL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
@@ -127,8 +135,8 @@ pub struct Committed {
     pub end: WalPosition,
     /// Database size in pages after the last transaction.
     pub commit: u32,
-    /// For each page written, the offset of its newest frame (pages past `commit` dropped).
-    pub pages: BTreeMap<u32, u64>,
+    /// For each page written, its newest frame (pages past `commit` dropped).
+    pub pages: BTreeMap<u32, FrameRef>,
     /// How many transactions (commit frames) the stretch holds.
     pub transactions: u32,
 }
@@ -221,17 +229,23 @@ impl<R: Read + Seek> WalReader<R> {
         &self.frame[WAL_FRAME_HEADER_SIZE as usize..]
     }
 
-    /// Reads the page of the frame at `offset` (already validated by a scan) into `page`.
-    pub fn read_page_at(&mut self, offset: u64, page: &mut [u8]) -> Result<()> {
-        let at = offset + WAL_FRAME_HEADER_SIZE;
-        let res = self
-            .r
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| self.r.read_exact(page));
-        res.map_err(|source| Error::Io {
-            path: self.path.clone(),
-            source,
-        })
+    /// Reads the page of a frame found by a scan, proving it unchanged since: same salts, same
+    /// checksum from the same seed. A WAL restarted in between fails with an error.
+    pub fn read_frame_page(&mut self, frame: FrameRef) -> Result<&[u8]> {
+        let pos = WalPosition {
+            offset: frame.offset,
+            checksum: frame.seed,
+        };
+        match self.read_frame(pos)? {
+            Some(_) => Ok(self.page()),
+            None => Err(Error::Wal {
+                path: self.path.clone(),
+                offset: frame.offset,
+                reason: "frame changed while being captured (the WAL was restarted); \
+                         the next sync captures the database in full"
+                    .into(),
+            }),
+        }
     }
 
     /// Scans from `start` to the end of the valid WAL and returns the committed transactions,
@@ -239,10 +253,14 @@ impl<R: Read + Seek> WalReader<R> {
     /// taken, cut at a commit boundary (at least one transaction is always taken).
     pub fn committed(&mut self, start: WalPosition, max_bytes: u64) -> Result<Option<Committed>> {
         let mut pos = start;
-        let mut pending: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut pending: BTreeMap<u32, FrameRef> = BTreeMap::new();
         let mut done: Option<Committed> = None;
         while let Some((fh, next)) = self.read_frame(pos)? {
-            pending.insert(fh.pgno, pos.offset);
+            let frame = FrameRef {
+                offset: pos.offset,
+                seed: pos.checksum,
+            };
+            pending.insert(fh.pgno, frame);
             if fh.commit != 0 {
                 let c = done.get_or_insert_with(|| Committed {
                     start,

@@ -57,12 +57,11 @@ fn finds_every_commit_and_the_newest_version_of_each_page() {
     // The newest frame of each page is that page in the checkpointed database.
     let image = testkit::db::checkpointed_image(&db);
     assert_eq!(image.len(), c.commit as usize * 4096);
-    let mut page = vec![0u8; 4096];
-    for (pgno, offset) in &c.pages {
-        r.read_page_at(*offset, &mut page).unwrap();
+    for (pgno, frame) in &c.pages {
+        let page = r.read_frame_page(*frame).unwrap();
         let at = (*pgno as usize - 1) * 4096;
         assert!(
-            page == image[at..at + 4096],
+            page == &image[at..at + 4096],
             "page {pgno} differs from the database"
         );
     }
@@ -117,6 +116,14 @@ fn a_restarted_wal_ends_the_old_chain() {
     );
     let fresh = r.committed(r.start(), u64::MAX).unwrap().unwrap();
     assert_eq!(fresh.transactions, 2);
+
+    // A frame scanned before the restart can no longer be read as if it were the same.
+    let stale = walship::wal::FrameRef {
+        offset: old.start.offset,
+        seed: old.start.checksum,
+    };
+    let err = r.read_frame_page(stale).unwrap_err().to_string();
+    assert!(err.contains("changed while being captured"), "{err}");
 }
 
 #[test]
@@ -191,5 +198,9 @@ fn reads_big_endian_checksum_wals() {
     assert_eq!(c.transactions, 2);
     assert_eq!(c.commit, 2);
     assert_eq!(c.pages.len(), 2);
-    assert_eq!(c.pages[&1], 32 + 2 * (24 + 512), "newest frame of page 1");
+    assert_eq!(
+        c.pages[&1].offset,
+        32 + 2 * (24 + 512),
+        "newest frame of page 1"
+    );
 }

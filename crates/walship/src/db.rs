@@ -1,0 +1,559 @@
+//! One monitored database: its connections, the read lock, captures of the WAL into L0 files, and
+//! the checkpoint cycle.
+//!
+//! walship holds a read transaction on the database at all times (except inside its own
+//! checkpoint cycle), so no other connection can backfill and restart the WAL past frames walship
+//! has not captured. Each capture turns the committed frames since the last one into one L0 file
+//! (TXID + 1). When walship cannot prove that it saw every change since its last capture (the
+//! first sync, a WAL restarted by someone else, a WAL truncated behind its back), it captures the
+//! whole database instead, so every point in time it records is a state the database really had.
+//!
+//! The checkpoint cycle holds the application's writers off for a moment (`BEGIN IMMEDIATE` on a
+//! second connection): capture the last frames, end the read transaction, run a PASSIVE
+//! checkpoint (nothing can interfere, so it backfills everything), begin the read transaction
+//! again, release the writers. The application's next write then restarts the WAL, which walship
+//! expects and follows from the top. The slow part, making the capture durable, happens after the
+//! writers are released: if walship dies in between, the next start captures in full.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ltx::{Encoder, EncoderOptions, Header, PageEncoding, Txid};
+use rusqlite::{Connection, ErrorCode};
+
+use crate::store::{now_ms, LocalFile, LocalStore, PendingFile};
+use crate::wal::{WalPosition, WalReader, WAL_HEADER_SIZE};
+use crate::{Error, Result};
+
+/// How one database is monitored.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Where the local LTX store lives; `.<name>-litestream` beside the database by default.
+    pub meta_dir: Option<PathBuf>,
+    /// How long walship waits for the application's locks.
+    pub busy_timeout: Duration,
+    /// WAL size, in pages, at which walship captures and checkpoints (the application's own
+    /// auto-checkpoint size, 1000 by default, so the WAL stays as small as without walship).
+    pub checkpoint_pages: u32,
+    /// Most WAL bytes one L0 file takes; a capture is cut at a commit boundary past this.
+    pub max_capture_bytes: u64,
+    /// Page encoding of the L0 files.
+    pub encoding: PageEncoding,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            meta_dir: None,
+            busy_timeout: Duration::from_secs(1),
+            checkpoint_pages: 1000,
+            max_capture_bytes: 64 * 1024 * 1024,
+            encoding: PageEncoding::Block,
+        }
+    }
+}
+
+/// The last captured state: the TXID written and where in the WAL it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub txid: Txid,
+    pub page_size: u32,
+    pub salts: (u32, u32),
+    pub end: WalPosition,
+    pub commit: u32,
+}
+
+/// Why a capture took the whole database rather than the new frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullReason {
+    /// No earlier capture in this process: changes made while walship was away are unknown.
+    FirstSync,
+    /// Another process restarted the WAL; frames walship had not captured may be gone.
+    WalRestarted,
+    /// The WAL shrank or vanished behind walship's back.
+    WalTruncated,
+}
+
+impl fmt::Display for FullReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FullReason::FirstSync => "first sync since start",
+            FullReason::WalRestarted => "WAL restarted by another process",
+            FullReason::WalTruncated => "WAL truncated by another process",
+        })
+    }
+}
+
+/// What a capture took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// The frames committed since the last capture.
+    Incremental,
+    /// Every page of the database.
+    Full(FullReason),
+}
+
+/// A capture made durable in the local store.
+#[derive(Debug, Clone)]
+pub struct Synced {
+    pub file: LocalFile,
+    pub kind: CaptureKind,
+    pub header: Header,
+    pub pages: u32,
+}
+
+/// A capture encoded but not yet durable.
+struct Pending {
+    file: PendingFile,
+    kind: CaptureKind,
+    header: Header,
+    pages: u32,
+    pos: Position,
+}
+
+/// What a checkpoint cycle did.
+#[derive(Debug, Clone)]
+pub struct Checkpointed {
+    /// The capture made inside the cycle, if there were new frames.
+    pub synced: Option<Synced>,
+    /// Whether the checkpoint copied every frame into the database, so the WAL will restart.
+    pub complete: bool,
+}
+
+/// One monitored database.
+pub struct Db {
+    path: PathBuf,
+    wal_path: PathBuf,
+    shm_path: PathBuf,
+    reader: Connection,
+    barrier: Connection,
+    store: LocalStore,
+    opts: DbOptions,
+    pos: Option<Position>,
+    next_txid: Txid,
+    /// Set when walship's own checkpoint backfilled the whole WAL after a capture of all of it:
+    /// the restart that follows loses nothing.
+    expect_restart: bool,
+}
+
+impl Db {
+    /// Opens the database, switches it to WAL mode, opens its local store and takes the read lock.
+    pub fn open(path: &Path, opts: DbOptions) -> Result<Db> {
+        let reader = connect(path, opts.busy_timeout)?;
+        let mode: String = reader
+            .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+            .map_err(|e| sqlite_error(path, "switching to WAL mode", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Db {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "journal mode is {mode:?} and could not be switched to WAL; \
+                     walship needs WAL mode (is the database in use with exclusive locking?)"
+                ),
+            });
+        }
+        let barrier = connect(path, opts.busy_timeout)?;
+        let meta = opts
+            .meta_dir
+            .clone()
+            .unwrap_or_else(|| LocalStore::default_dir(path));
+        let store = LocalStore::open(&meta)?;
+        let next_txid = store.last(0)?.map_or(Txid(1), |f| Txid(f.max_txid.0 + 1));
+        let side = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
+        let mut db = Db {
+            path: path.to_path_buf(),
+            wal_path: side("-wal"),
+            shm_path: side("-shm"),
+            reader,
+            barrier,
+            store,
+            opts,
+            pos: None,
+            next_txid,
+            expect_restart: false,
+        };
+        db.begin_read()?;
+        Ok(db)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The local LTX store.
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// The last captured position, if any capture happened since open.
+    pub fn position(&self) -> Option<Position> {
+        self.pos
+    }
+
+    /// Captures what was committed since the last capture into a durable L0 file.
+    pub fn sync(&mut self) -> Result<Option<Synced>> {
+        match self.capture(self.opts.max_capture_bytes)? {
+            Some(p) => self.commit(p).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Frames in the WAL that the last capture did not take, from the WAL index in `-shm`; a
+    /// cheap check (one small read) to drive captures by WAL growth.
+    pub fn uncaptured_frames(&self) -> Result<u32> {
+        let Some((max_frame, salts)) = self.read_shm_header()? else {
+            return Ok(0);
+        };
+        let captured = match self.pos {
+            Some(pos) if pos.salts == salts => {
+                let frame_size = 24 + u64::from(pos.page_size);
+                ((pos.end.offset.saturating_sub(WAL_HEADER_SIZE)) / frame_size) as u32
+            }
+            _ => 0,
+        };
+        Ok(max_frame.saturating_sub(captured))
+    }
+
+    /// Whether the WAL has grown to the checkpoint size, so that capturing and checkpointing now
+    /// keeps it as small as the application's own auto-checkpoint would.
+    pub fn wants_checkpoint(&self) -> Result<bool> {
+        let frames = self
+            .read_shm_header()?
+            .map_or(0, |(max_frame, _)| max_frame);
+        Ok(frames >= self.opts.checkpoint_pages)
+    }
+
+    /// Runs the checkpoint cycle (see the module docs). Returns `None` if the application held
+    /// the write lock for longer than the busy timeout; the next cycle tries again.
+    pub fn checkpoint(&mut self) -> Result<Option<Checkpointed>> {
+        match self.barrier.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {}
+            Err(e) if is_busy(&e) => return Ok(None),
+            Err(e) => return Err(sqlite_error(&self.path, "taking the write barrier", e)),
+        }
+        let inside = self.checkpoint_inside_barrier();
+        let released = self.barrier.execute_batch("ROLLBACK");
+        let (pending, complete) = inside?;
+        released.map_err(|e| sqlite_error(&self.path, "releasing the write barrier", e))?;
+        let synced = match pending {
+            Some(p) => Some(self.commit(p)?),
+            None => None,
+        };
+        // Only once the capture is durable may the restart that follows be taken as lossless.
+        self.expect_restart = complete && self.pos.is_some();
+        Ok(Some(Checkpointed { synced, complete }))
+    }
+
+    fn checkpoint_inside_barrier(&mut self) -> Result<(Option<Pending>, bool)> {
+        let pending = self.capture(u64::MAX)?;
+        self.end_read()?;
+        let counts = self
+            .reader
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            });
+        // The read lock comes back whatever the checkpoint did.
+        self.begin_read()?;
+        let (log, backfilled) = match counts {
+            Ok(c) => c,
+            Err(e) if is_busy(&e) => (-1, -2),
+            Err(e) => return Err(sqlite_error(&self.path, "checkpointing", e)),
+        };
+        Ok((pending, log >= 0 && log == backfilled))
+    }
+
+    fn begin_read(&mut self) -> Result<()> {
+        self.reader
+            .execute_batch("BEGIN")
+            .and_then(|()| {
+                self.reader
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+            })
+            .map(drop)
+            .map_err(|e| sqlite_error(&self.path, "taking the read lock", e))
+    }
+
+    fn end_read(&mut self) -> Result<()> {
+        self.reader
+            .execute_batch("ROLLBACK")
+            .map_err(|e| sqlite_error(&self.path, "releasing the read lock", e))
+    }
+
+    /// Decides what to capture and encodes it into a pending L0 file.
+    fn capture(&mut self, max_bytes: u64) -> Result<Option<Pending>> {
+        let wal = match File::open(&self.wal_path) {
+            Ok(f) => WalReader::open(f, &self.wal_path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.wal_path.clone(),
+                    source,
+                })
+            }
+        };
+        let Some(pos) = self.pos else {
+            return self.capture_full(wal, FullReason::FirstSync);
+        };
+        let Some(mut wal) = wal else {
+            return if pos.end.offset > WAL_HEADER_SIZE {
+                self.capture_full(None, FullReason::WalTruncated)
+            } else {
+                Ok(None)
+            };
+        };
+        let salts = (wal.header().salt1, wal.header().salt2);
+        let start = if salts == pos.salts {
+            pos.end
+        } else if self.expect_restart {
+            wal.start()
+        } else {
+            return self.capture_full(Some(wal), FullReason::WalRestarted);
+        };
+        let Some(committed) = wal.committed(start, max_bytes)? else {
+            return Ok(None);
+        };
+        let page_size = wal.header().page_size;
+        let header = self.l0_header(&wal, start, committed.end, committed.commit);
+        let mut file = self.store.create(0, header.min_txid, header.max_txid)?;
+        let mut enc = Encoder::new(file.writer(), header, self.encoder_options())?;
+        let mut db_file = self.open_db_file()?;
+        let mut page = vec![0u8; page_size as usize];
+        let lock = header.lock_pgno();
+        // Pages the database grew by without a WAL frame come from the database file.
+        let grown = (pos.commit + 1..=committed.commit)
+            .filter(|p| *p != lock && !committed.pages.contains_key(p));
+        let mut wanted: Vec<u32> = committed.pages.keys().copied().chain(grown).collect();
+        wanted.sort_unstable();
+        for pgno in &wanted {
+            match committed.pages.get(pgno) {
+                Some(frame) => enc.write_page(*pgno, wal.read_frame_page(*frame)?)?,
+                None => {
+                    read_db_page(&mut db_file, &self.path, *pgno, &mut page)?;
+                    enc.write_page(*pgno, &page)?;
+                }
+            }
+        }
+        enc.finish()?;
+        Ok(Some(Pending {
+            file,
+            kind: CaptureKind::Incremental,
+            header,
+            pages: wanted.len() as u32,
+            pos: Position {
+                txid: header.max_txid,
+                page_size: header.page_size,
+                salts,
+                end: committed.end,
+                commit: committed.commit,
+            },
+        }))
+    }
+
+    /// Captures every page: the database file overlaid with every committed WAL frame.
+    fn capture_full(
+        &mut self,
+        wal: Option<WalReader<File>>,
+        reason: FullReason,
+    ) -> Result<Option<Pending>> {
+        let mut db_file = self.open_db_file()?;
+        let (db_page_size, db_pages) = db_file_geometry(&mut db_file, &self.path)?;
+        let mut wal = wal;
+        let committed = match wal.as_mut() {
+            Some(w) => w.committed(w.start(), u64::MAX)?,
+            None => None,
+        };
+        let page_size = match (&wal, &committed) {
+            (Some(w), Some(_)) => w.header().page_size,
+            _ => db_page_size,
+        };
+        let commit = committed.as_ref().map_or(db_pages, |c| c.commit);
+        if commit == 0 {
+            return Ok(None); // a database with no pages yet has nothing to capture
+        }
+        let (start, end, salts) = match (&wal, &committed) {
+            (Some(w), Some(c)) => (w.start(), c.end, (w.header().salt1, w.header().salt2)),
+            _ => {
+                let zero = WalPosition {
+                    offset: WAL_HEADER_SIZE,
+                    checksum: (0, 0),
+                };
+                let salts = wal
+                    .as_ref()
+                    .map_or((0, 0), |w| (w.header().salt1, w.header().salt2));
+                (zero, zero, salts)
+            }
+        };
+        let mut header = Header::new(page_size, commit, self.next_txid, self.next_txid, now_ms());
+        if end.offset > start.offset {
+            header.wal_offset = start.offset as i64;
+            header.wal_size = (end.offset - start.offset) as i64;
+            (header.wal_salt1, header.wal_salt2) = salts;
+        }
+        let mut file = self.store.create(0, header.min_txid, header.max_txid)?;
+        let mut enc = Encoder::new(file.writer(), header, self.encoder_options())?;
+        let mut page = vec![0u8; page_size as usize];
+        let lock = header.lock_pgno();
+        let mut pages = 0;
+        for pgno in (1..=commit).filter(|p| *p != lock) {
+            let from_wal = committed.as_ref().and_then(|c| c.pages.get(&pgno));
+            match (from_wal, wal.as_mut()) {
+                (Some(frame), Some(w)) => enc.write_page(pgno, w.read_frame_page(*frame)?)?,
+                _ => {
+                    read_db_page(&mut db_file, &self.path, pgno, &mut page)?;
+                    enc.write_page(pgno, &page)?;
+                }
+            }
+            pages += 1;
+        }
+        enc.finish()?;
+        Ok(Some(Pending {
+            file,
+            kind: CaptureKind::Full(reason),
+            header,
+            pages,
+            pos: Position {
+                txid: header.max_txid,
+                page_size: header.page_size,
+                salts,
+                end,
+                commit,
+            },
+        }))
+    }
+
+    fn l0_header(
+        &self,
+        wal: &WalReader<File>,
+        start: WalPosition,
+        end: WalPosition,
+        commit: u32,
+    ) -> Header {
+        let mut h = Header::new(
+            wal.header().page_size,
+            commit,
+            self.next_txid,
+            self.next_txid,
+            now_ms(),
+        );
+        h.wal_offset = start.offset as i64;
+        h.wal_size = (end.offset - start.offset) as i64;
+        h.wal_salt1 = wal.header().salt1;
+        h.wal_salt2 = wal.header().salt2;
+        h
+    }
+
+    fn encoder_options(&self) -> EncoderOptions {
+        EncoderOptions {
+            encoding: self.opts.encoding,
+        }
+    }
+
+    fn open_db_file(&self) -> Result<File> {
+        File::open(&self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Makes a pending capture durable and advances the position.
+    fn commit(&mut self, p: Pending) -> Result<Synced> {
+        let file = p.file.commit(p.header.timestamp)?;
+        let restarted = self.pos.is_some_and(|old| old.salts != p.pos.salts);
+        if restarted || matches!(p.kind, CaptureKind::Full(_)) {
+            self.expect_restart = false;
+        }
+        self.pos = Some(p.pos);
+        self.next_txid = Txid(p.pos.txid.0 + 1);
+        Ok(Synced {
+            file,
+            kind: p.kind,
+            header: p.header,
+            pages: p.pages,
+        })
+    }
+
+    /// `mxFrame` and the salts from the WAL index header at the start of `-shm`.
+    fn read_shm_header(&self) -> Result<Option<(u32, (u32, u32))>> {
+        let mut buf = [0u8; 48];
+        let read = File::open(&self.shm_path).and_then(|mut f| f.read_exact(&mut buf));
+        match read {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.shm_path.clone(),
+                    source,
+                })
+            }
+        }
+        // The WAL index is in the machine's native byte order; the salts are copied as bytes
+        // from the WAL header, which is big-endian.
+        let native = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+        let big = |o: usize| u32::from_be_bytes(buf[o..o + 4].try_into().unwrap());
+        Ok(Some((native(16), (big(32), big(36)))))
+    }
+}
+
+/// Page size and page count of a database file (the page count from its length).
+fn db_file_geometry(f: &mut File, path: &Path) -> Result<(u32, u32)> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = f.seek(SeekFrom::End(0)).map_err(io)?;
+    if len == 0 {
+        return Ok((4096, 0));
+    }
+    let mut head = [0u8; 100];
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    f.read_exact(&mut head).map_err(io)?;
+    let page_size = ltx::database::page_size_of(&head).ok_or_else(|| Error::Db {
+        path: path.to_path_buf(),
+        reason: "not a SQLite database: its header holds no valid page size".into(),
+    })?;
+    Ok((page_size, (len / u64::from(page_size)) as u32))
+}
+
+fn read_db_page(f: &mut File, path: &Path, pgno: u32, page: &mut [u8]) -> Result<()> {
+    let at = u64::from(pgno - 1) * page.len() as u64;
+    f.seek(SeekFrom::Start(at))
+        .and_then(|_| f.read_exact(page))
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| sqlite_error(path, "opening", e))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| sqlite_error(path, "setting the busy timeout", e))?;
+    Ok(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn sqlite_error(path: &Path, doing: &str, e: rusqlite::Error) -> Error {
+    Error::Db {
+        path: path.to_path_buf(),
+        reason: format!("{doing}: {e}"),
+    }
+}

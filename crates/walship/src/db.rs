@@ -218,6 +218,12 @@ impl Db {
         Ok(max_frame.saturating_sub(captured))
     }
 
+    /// Whether a capture could find anything: always before the first one, then only when the
+    /// WAL index shows frames the last capture did not take.
+    pub fn needs_sync(&self) -> Result<bool> {
+        Ok(self.pos.is_none() || self.uncaptured_frames()? > 0)
+    }
+
     /// Whether the WAL has grown to the checkpoint size, so that capturing and checkpointing now
     /// keeps it as small as the application's own auto-checkpoint would.
     pub fn wants_checkpoint(&self) -> Result<bool> {

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod db;
 mod error;
+pub mod monitor;
 pub mod store;
 pub mod wal;
 

@@ -42,6 +42,9 @@ pub struct DbOptions {
     pub max_capture_bytes: u64,
     /// Page encoding of the L0 files.
     pub encoding: PageEncoding,
+    /// The lowest TXID the next capture may take: one past the newest TXID any replica holds,
+    /// so that a database restored from a replica never reuses a TXID the replica has.
+    pub min_txid: Txid,
 }
 
 impl Default for DbOptions {
@@ -52,6 +55,7 @@ impl Default for DbOptions {
             checkpoint_pages: 1000,
             max_capture_bytes: 64 * 1024 * 1024,
             encoding: PageEncoding::Block,
+            min_txid: Txid(1),
         }
     }
 }
@@ -161,7 +165,10 @@ impl Db {
             .clone()
             .unwrap_or_else(|| LocalStore::default_dir(path));
         let store = LocalStore::open(&meta)?;
-        let next_txid = store.last(0)?.map_or(Txid(1), |f| Txid(f.max_txid.0 + 1));
+        let next_txid = store
+            .last(0)?
+            .map_or(Txid(1), |f| Txid(f.max_txid.0 + 1))
+            .max(opts.min_txid);
         let side = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
         let mut db = Db {
             path: path.to_path_buf(),

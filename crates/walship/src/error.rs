@@ -30,6 +30,87 @@ pub enum Error {
     /// An LTX file is unreadable or could not be written.
     #[error(transparent)]
     Ltx(#[from] ltx::Error),
+
+    /// A replica could not be reached, read or written.
+    #[error(transparent)]
+    Replica(Box<ReplicaError>),
+}
+
+impl From<ReplicaError> for Error {
+    fn from(e: ReplicaError) -> Self {
+        Error::Replica(Box::new(e))
+    }
+}
+
+/// A failed replica operation: which replica, doing what, on which object, why, and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("replica {replica:?}: cannot {op} {location}: {cause}{}", hint_suffix(.hint))]
+pub struct ReplicaError {
+    /// The replica's name, as configured.
+    pub replica: String,
+    /// What the replica client was doing.
+    pub op: ReplicaOp,
+    /// The object (or level directory) concerned, as a URL or path.
+    pub location: String,
+    /// The class of failure, for callers that react to it (retry, skip, report).
+    pub kind: ReplicaErrorKind,
+    /// What the storage or the operating system said.
+    pub cause: String,
+    /// What the user can do about it, when the cause is a common one.
+    pub hint: Option<String>,
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    hint.as_ref()
+        .map(|h| format!("; hint: {h}"))
+        .unwrap_or_default()
+}
+
+/// An operation of the replica client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaOp {
+    /// Setting up the client from its options.
+    Open,
+    /// Writing an LTX file.
+    Upload,
+    /// Listing one level.
+    List,
+    /// Reading one object's creation time.
+    Stat,
+    /// Reading an LTX file.
+    Download,
+    /// Deleting LTX files.
+    Delete,
+}
+
+impl std::fmt::Display for ReplicaOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReplicaOp::Open => "open",
+            ReplicaOp::Upload => "upload",
+            ReplicaOp::List => "list",
+            ReplicaOp::Stat => "read the timestamp of",
+            ReplicaOp::Download => "download",
+            ReplicaOp::Delete => "delete",
+        })
+    }
+}
+
+/// The classes of replica failure that callers and hints distinguish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The bucket (or container) does not exist.
+    BucketMissing,
+    /// The credentials were refused or lack permission.
+    AccessDenied,
+    /// The endpoint could not be reached: connection refused, DNS failure, timeout.
+    Unreachable,
+    /// The options are invalid (a bad prefix, an unreadable CA bundle).
+    InvalidConfig,
+    /// Anything else.
+    Other,
 }
 
 /// The result type of this crate.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 mod error;
 pub mod monitor;
+pub mod replica;
 pub mod store;
 pub mod wal;
 

@@ -1,0 +1,3 @@
+//! Helpers shared by walship's integration tests.
+
+pub mod faulty;

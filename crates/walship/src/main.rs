@@ -1,22 +1,7 @@
-use clap::{Parser, Subcommand};
+//! The `walship` command line.
 
-/// Streaming SQLite replication to object storage, compatible with Litestream 0.5.
-#[derive(Parser)]
-#[command(name = "walship", version = walship::VERSION)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+mod cli;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the version.
-    Version,
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Version => println!("walship v{}", walship::VERSION),
-    }
-    Ok(())
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -1,0 +1,105 @@
+//! Commands and flags, as Litestream 0.5 spells them: `walship replicate -config FILE`.
+//!
+//! Litestream's flags are Go flags, one dash and a long name; GNU-style `--config` is accepted
+//! too. Single-dash long flags are rewritten to double-dash before clap sees them.
+
+mod replicate;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Streaming SQLite replication to object storage, compatible with Litestream 0.5.
+#[derive(Parser)]
+#[command(name = "walship", version = walship::VERSION)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate databases continuously until interrupted.
+    Replicate(replicate::ReplicateArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Long flag names that may be written with one dash.
+const LONG_FLAGS: &[&str] = &["config", "no-expand-env", "log-level", "version", "help"];
+
+/// Rewrites `-name` and `-name=value` to `--name...` for the known long flags.
+fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| {
+            let Some(s) = arg.to_str() else { return arg };
+            let is_single_dash_long = s.starts_with('-') && !s.starts_with("--") && s.len() > 2;
+            let name = s
+                .trim_start_matches('-')
+                .split('=')
+                .next()
+                .unwrap_or_default();
+            if is_single_dash_long && LONG_FLAGS.contains(&name) {
+                OsString::from(format!("-{s}"))
+            } else {
+                arg
+            }
+        })
+        .collect()
+}
+
+/// Runs the command line; errors are printed with their causes, and exit with status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize(std::env::args_os()));
+    let result = match cli.command {
+        Command::Replicate(args) => replicate::run(args),
+        Command::Version => {
+            println!("walship v{}", walship::VERSION);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("walship: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_long_flags_become_double_dash() {
+        let args = [
+            "walship",
+            "replicate",
+            "-config",
+            "x.yml",
+            "-no-expand-env",
+            "--log-level=debug",
+            "-h",
+            "db.sqlite",
+        ];
+        let got: Vec<String> = normalize(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "walship",
+                "replicate",
+                "--config",
+                "x.yml",
+                "--no-expand-env",
+                "--log-level=debug",
+                "-h",
+                "db.sqlite"
+            ]
+        );
+    }
+}

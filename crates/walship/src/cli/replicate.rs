@@ -1,0 +1,177 @@
+//! `walship replicate`: monitor databases and ship their changes to every replica until a
+//! signal arrives, then capture and upload what is left.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use ltx::Txid;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use walship::config::{process_env, Config, DbConfig, DbSource, ParseOptions};
+use walship::db::{Db, DbOptions};
+use walship::monitor::{Monitor, MonitorOptions};
+use walship::replica::client::ReplicaClient;
+use walship::replica::client_for;
+use walship::replica::uploader::{Uploader, UploaderOptions};
+
+/// Flags of `walship replicate`.
+#[derive(clap::Args)]
+pub struct ReplicateArgs {
+    /// Config file; default $LITESTREAM_CONFIG, else /etc/litestream.yml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Do not expand $VAR and ${VAR} in the config file.
+    #[arg(long)]
+    no_expand_env: bool,
+    /// Log level: debug, info, warn or error (overrides the config file).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// DB_PATH REPLICA_URL [REPLICA_URL...], instead of a config file.
+    #[arg(value_name = "DB_PATH REPLICA_URL")]
+    args: Vec<String>,
+}
+
+/// Runs the command.
+pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(
+        args.log_level
+            .as_deref()
+            .unwrap_or(config.logging.level.as_str()),
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(replicate(config))
+}
+
+fn load_config(args: &ReplicateArgs) -> anyhow::Result<Config> {
+    let env = process_env;
+    let parsed = if let Some((db, urls)) = args.args.split_first() {
+        if args.config.is_some() {
+            bail!("give either -config FILE or DB_PATH REPLICA_URL..., not both");
+        }
+        Config::from_args(db, urls, &env)?
+    } else {
+        let path = args
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("LITESTREAM_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
+        let options = ParseOptions {
+            no_expand_env: args.no_expand_env,
+        };
+        let parsed = Config::load(&path, &env, options)?;
+        for warning in &parsed.warnings {
+            eprintln!("walship: warning: {warning}");
+        }
+        parsed.config
+    };
+    Ok(parsed)
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("walship={level}"))
+        .with_context(|| format!("invalid log level {level:?}: use debug, info, warn or error"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+async fn replicate(config: Config) -> anyhow::Result<()> {
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut monitors = Vec::new();
+    let mut uploaders = JoinSet::new();
+    for db_config in &config.dbs {
+        let (db, clients) = open_db(db_config).await?;
+        let store = db.store().clone();
+        let name = db.path().display().to_string();
+        let (monitor, db_status) = Monitor::new(db, monitor_options(db_config));
+        let flag = stop_flag.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("monitor {name}"))
+            .spawn(move || monitor.run(&flag))
+            .context("starting a monitor thread")?;
+        monitors.push(thread);
+        for (client, replica) in clients.into_iter().zip(&db_config.replicas) {
+            let opts = UploaderOptions {
+                sync_interval: replica.sync_interval,
+                ..UploaderOptions::default()
+            };
+            let (uploader, _status) = Uploader::new(client, store.clone(), db_status.clone(), opts);
+            uploaders.spawn(uploader.run(stop_rx.clone(), config.shutdown_sync_timeout));
+        }
+        tracing::info!(db = %name, replicas = db_config.replicas.len(), "replicating");
+    }
+
+    wait_for_signal().await?;
+    tracing::info!("signal received: final capture and upload");
+    stop_flag.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || monitors.into_iter().for_each(|t| drop(t.join())))
+        .await
+        .context("waiting for the monitors")?;
+    let _ = stop_tx.send(true);
+    while uploaders.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens a database with TXIDs continuing past whatever its replicas already hold.
+async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
+    let DbSource::Path(path) = &cfg.source else {
+        bail!("`dir` configs are not supported yet: list each database with `path`");
+    };
+    if !path.exists() {
+        bail!(
+            "database {} does not exist: create it (or restore it) first, or fix `path`",
+            path.display()
+        );
+    }
+    let clients = cfg
+        .replicas
+        .iter()
+        .map(|r| client_for(r, &process_env))
+        .collect::<walship::Result<Vec<_>>>()?;
+    let mut remote = Txid(0);
+    for client in &clients {
+        match client.max_txid(0).await {
+            Ok(max) => remote = remote.max(max.unwrap_or_default()),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    let opts = DbOptions {
+        meta_dir: cfg.meta_path.clone(),
+        busy_timeout: cfg.busy_timeout,
+        checkpoint_pages: cfg.min_checkpoint_page_count,
+        max_capture_bytes: cfg.max_sync_wal_bytes,
+        min_txid: Txid(remote.0 + 1),
+        ..DbOptions::default()
+    };
+    let path = path.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&path, opts)).await??;
+    Ok((db, clients))
+}
+
+fn monitor_options(cfg: &DbConfig) -> MonitorOptions {
+    MonitorOptions {
+        monitor_interval: cfg.monitor_interval,
+        checkpoint_interval: cfg.checkpoint_interval,
+        ..MonitorOptions::default()
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}

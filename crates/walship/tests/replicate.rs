@@ -1,0 +1,399 @@
+//! `walship replicate` end to end: real processes, real files, the real S3 server, and the real
+//! `litestream restore` 0.5.17 reading what walship wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+use testkit::db::{checkpointed_image, first_different_page, integrity_check};
+use testkit::{litestream, wait_until, ChildGuard, S3Server};
+use walship::replica::timestamp::format_rfc3339_nano;
+
+fn walship() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_walship"))
+}
+
+/// An application database in WAL mode, with SQLite's default auto-checkpoint.
+fn app(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, tx INTEGER, pad TEXT)",
+    )
+    .unwrap();
+    conn
+}
+
+/// Commits of a writer: after each, when it finished and the highest row id.
+type Commits = Arc<Mutex<Vec<(SystemTime, i64)>>>;
+
+/// Commits transactions of 1 to 7 numbered rows until `stop`, recording each commit.
+fn writer(path: PathBuf, stop: Arc<AtomicBool>, commits: Commits) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut conn = app(&path);
+        let mut next: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) + 1 FROM rows", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mut tx_no = 0i64;
+        while !stop.load(Ordering::Relaxed) {
+            tx_no += 1;
+            let n = 1 + (tx_no * 7919) % 7;
+            let tx = conn.transaction().unwrap();
+            for _ in 0..n {
+                tx.execute(
+                    "INSERT INTO rows(id, tx, pad) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![next, tx_no, "p".repeat((next % 500) as usize)],
+                )
+                .unwrap();
+                next += 1;
+            }
+            tx.commit().unwrap();
+            commits.lock().unwrap().push((SystemTime::now(), next - 1));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Restores `url` with Litestream 0.5.17, optionally as of `at`.
+fn litestream_restore(
+    url: &str,
+    out: &Path,
+    at: Option<SystemTime>,
+    s3: Option<&S3Server>,
+) -> Output {
+    let _ = std::fs::remove_file(out);
+    let mut cmd = litestream();
+    cmd.args(["restore", "-o"]).arg(out);
+    if let Some(at) = at {
+        cmd.arg("-timestamp").arg(format_rfc3339_nano(at));
+    }
+    if let Some(s3) = s3 {
+        cmd.envs(s3.credential_env());
+    }
+    cmd.arg(url).output().unwrap()
+}
+
+/// The rows of a restored database: their count and highest id.
+fn rows(path: &Path) -> (i64, i64) {
+    let conn = Connection::open(path).unwrap();
+    conn.query_row("SELECT count(*), coalesce(max(id), 0) FROM rows", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
+}
+
+/// Asserts that a restored database is exactly the state after one of `commits`.
+fn assert_commit_boundary(path: &Path, commits: &[(SystemTime, i64)], what: &str) -> i64 {
+    assert_eq!(integrity_check(path), "ok", "{what}");
+    let (count, max) = rows(path);
+    assert_eq!(
+        count,
+        max,
+        "{what}: rows 1..{max} with {} missing: a torn state",
+        max - count
+    );
+    assert!(
+        max == 0 || commits.iter().any(|(_, id)| *id == max),
+        "{what}: {max} rows is not the state after any committed transaction"
+    );
+    max
+}
+
+fn spawn_walship(
+    args: &[&str],
+    config: Option<&Path>,
+    env: &[(&str, &str)],
+    log: &Path,
+) -> ChildGuard {
+    let mut cmd = walship();
+    cmd.arg("replicate");
+    if let Some(c) = config {
+        cmd.arg("-config").arg(c);
+    }
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .env("LOG_LEVEL", "debug");
+    // Append, so the log of every run of a restarted walship survives.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let err = file.try_clone().unwrap();
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
+#[test]
+fn replicas_on_file_and_s3_restore_with_litestream_latest_and_in_the_past() {
+    let s3 = S3Server::start();
+    s3.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(app(&db));
+    let file_replica = dir.path().join("file-replica");
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replicas:\n      - url: file://{}\n      - url: {}\n",
+            db.display(),
+            file_replica.display(),
+            s3.replica_url("backups", "app.db")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("walship.log");
+    let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let commits: Commits = Arc::default();
+    let w = writer(db.clone(), stop.clone(), commits.clone());
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        ws.terminate(Duration::from_secs(30)),
+        "walship did not stop on SIGTERM"
+    );
+    let status = ws.0.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "walship exited with {status}\n{log_text}");
+
+    let commits = commits.lock().unwrap().clone();
+    let last = commits.last().unwrap().1;
+    let want = checkpointed_image(&db);
+    let urls = [
+        (format!("file://{}", file_replica.display()), None),
+        (s3.replica_url("backups", "app.db"), Some(&s3)),
+    ];
+    for (url, s3) in &urls {
+        // Latest: the final sync at shutdown took every commit.
+        let out = dir.path().join("latest.db");
+        let res = litestream_restore(url, &out, None, *s3);
+        assert!(
+            res.status.success(),
+            "{url}: {}\n{log_text}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        assert_eq!(assert_commit_boundary(&out, &commits, url), last);
+        assert_eq!(
+            first_different_page(&want, &std::fs::read(&out).unwrap(), 4096),
+            None
+        );
+
+        // In the past: each restore is the state after some commit, and time moves forward.
+        // Litestream refuses a timestamp past the newest file's listed time, which S3 gives in
+        // whole seconds, so the probes stay more than a second before the end of the run.
+        let start = commits.first().unwrap().0;
+        let mut prev = 0;
+        for i in 1..=6 {
+            let at = start + Duration::from_millis(600 * i);
+            let out = dir.path().join(format!("at-{i}.db"));
+            let res = litestream_restore(url, &out, Some(at), *s3);
+            assert!(
+                res.status.success(),
+                "{url} at +{i}: {}",
+                String::from_utf8_lossy(&res.stderr)
+            );
+            let max = assert_commit_boundary(&out, &commits, &format!("{url} at +{}ms", 600 * i));
+            assert!(
+                max >= prev,
+                "restores went back in time: {max} after {prev}"
+            );
+            // A restore as of `at` holds no commit made after `at`.
+            let committed_by_then = commits
+                .iter()
+                .filter(|(t, _)| *t <= at)
+                .map(|(_, id)| *id)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                max <= committed_by_then,
+                "{url}: restore at +{i} holds rows committed later"
+            );
+            prev = max;
+        }
+        assert!(
+            prev > 0 && prev < last,
+            "restores in the past saw some but not all rows"
+        );
+    }
+}
+
+#[test]
+fn survives_sigkill_and_every_restore_is_a_committed_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(app(&db));
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let log = dir.path().join("walship.log");
+    let db_arg = db.display().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let commits: Commits = Arc::default();
+    let w = writer(db.clone(), stop.clone(), commits.clone());
+    let mut ws = spawn_walship(&[&db_arg, &url], None, &[], &log);
+    for round in 0..6u64 {
+        std::thread::sleep(Duration::from_millis(700 + round * 131 % 600));
+        ws.0.kill().unwrap();
+        ws.0.wait().unwrap();
+        // While walship is away the application's own checkpoints may restart the WAL.
+        std::thread::sleep(Duration::from_millis(300 + round * 97 % 400));
+        ws = spawn_walship(&[&db_arg, &url], None, &[], &log);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(ws.0.wait().unwrap().success(), "{log_text}");
+
+    let commits = commits.lock().unwrap().clone();
+    let out = dir.path().join("latest.db");
+    let res = litestream_restore(&url, &out, None, None);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        assert_commit_boundary(&out, &commits, "latest"),
+        commits.last().unwrap().1
+    );
+
+    let start = commits.first().unwrap().0;
+    let end = commits.last().unwrap().0;
+    let span = end.duration_since(start).unwrap();
+    for i in 1..=20u32 {
+        let at = start + span * i / 21;
+        let out = dir.path().join(format!("at-{i}.db"));
+        let res = litestream_restore(&url, &out, Some(at), None);
+        assert!(
+            res.status.success(),
+            "at {i}/21: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        assert_commit_boundary(&out, &commits, &format!("restore at {i}/21 of the run"));
+    }
+}
+
+#[test]
+fn a_replica_that_is_down_catches_up_and_does_not_hold_back_the_other() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let file_replica = dir.path().join("file-replica");
+    let s3_url = s3.replica_url("late-bucket", "app.db");
+    let log = dir.path().join("walship.log");
+    let db_arg = db.display().to_string();
+    let file_url = format!("file://{}", file_replica.display());
+    let mut ws = spawn_walship(
+        &[&db_arg, &file_url, &s3_url],
+        None,
+        &s3.credential_env(),
+        &log,
+    );
+
+    // The bucket does not exist yet: the S3 replica fails while the file replica keeps up.
+    for i in 0..50 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i + 1])
+            .unwrap();
+    }
+    let file_has = |n: i64| {
+        let out = dir.path().join("probe.db");
+        litestream_restore(&file_url, &out, None, None)
+            .status
+            .success()
+            && rows(&out).0 == n
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || file_has(50)),
+        "the file replica fell behind"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("NoSuchBucket") && text.contains("create the bucket"),
+        "{text}"
+    );
+
+    // The bucket appears: the S3 replica uploads everything it missed.
+    s3.create_bucket("late-bucket");
+    for i in 50..80 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'y')", [i + 1])
+            .unwrap();
+    }
+    let s3_has = |n: i64| {
+        let out = dir.path().join("probe-s3.db");
+        litestream_restore(&s3_url, &out, None, Some(&s3))
+            .status
+            .success()
+            && rows(&out).0 == n
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || s3_has(80)),
+        "the S3 replica did not catch up"
+    );
+    assert!(wait_until(Duration::from_secs(10), || file_has(80)));
+    assert!(ws.terminate(Duration::from_secs(30)));
+}
+
+fn replicate_fails(args: &[&str]) -> String {
+    let out = walship().arg("replicate").args(args).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "walship replicate {args:?} should fail"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configs_and_urls_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(app(&db));
+    let db_arg = db.display().to_string();
+
+    let msg = replicate_fails(&["-config", "/nonexistent/walship.yml"]);
+    assert!(
+        msg.contains("/nonexistent/walship.yml") && msg.contains("cannot read"),
+        "{msg}"
+    );
+
+    let config = dir.path().join("bad.yml");
+    std::fs::write(&config, format!("dbs:\n  - path: {db_arg}\n    monitor-intervall: 1s\n    replica:\n      url: file:///tmp/x\n")).unwrap();
+    let msg = replicate_fails(&["-config", config.to_str().unwrap()]);
+    assert!(
+        msg.contains("monitor-intervall") && msg.contains("did you mean \"monitor-interval\""),
+        "{msg}"
+    );
+
+    let msg = replicate_fails(&[&db_arg, "ftp://host/path"]);
+    assert!(msg.contains("ftp"), "{msg}");
+
+    let missing = dir.path().join("missing.db").display().to_string();
+    let msg = replicate_fails(&[&missing, "file:///tmp/somewhere"]);
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "no database is created by mistake"
+    );
+
+    let msg = replicate_fails(&[&db_arg]);
+    assert!(msg.contains("no replica URL"), "{msg}");
+}

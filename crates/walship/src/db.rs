@@ -15,9 +15,10 @@
 //! expects and follows from the top. The slow part, making the capture durable, happens after the
 //! writers are released: if walship dies in between, the next start captures in full.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,6 +135,11 @@ pub struct Db {
     shm_path: PathBuf,
     reader: Connection,
     barrier: Connection,
+    /// The database file and its WAL index, opened once and never closed while the connections
+    /// live: closing any descriptor of a file drops every POSIX lock this process holds on it,
+    /// SQLite's included, which would let other processes checkpoint past walship's read lock.
+    db_file: File,
+    shm_file: OnceCell<File>,
     store: LocalStore,
     opts: DbOptions,
     pos: Option<Position>,
@@ -170,12 +176,18 @@ impl Db {
             .map_or(Txid(1), |f| Txid(f.max_txid.0 + 1))
             .max(opts.min_txid);
         let side = |suffix: &str| PathBuf::from(format!("{}{suffix}", path.display()));
+        let db_file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut db = Db {
             path: path.to_path_buf(),
             wal_path: side("-wal"),
             shm_path: side("-shm"),
             reader,
             barrier,
+            db_file,
+            shm_file: OnceCell::new(),
             store,
             opts,
             pos: None,
@@ -335,7 +347,6 @@ impl Db {
         let header = self.l0_header(&wal, start, committed.end, committed.commit);
         let mut file = self.store.create(0, header.min_txid, header.max_txid)?;
         let mut enc = Encoder::new(file.writer(), header, self.encoder_options())?;
-        let mut db_file = self.open_db_file()?;
         let mut page = vec![0u8; page_size as usize];
         let lock = header.lock_pgno();
         // Pages the database grew by without a WAL frame come from the database file.
@@ -347,7 +358,7 @@ impl Db {
             match committed.pages.get(pgno) {
                 Some(frame) => enc.write_page(*pgno, wal.read_frame_page(*frame)?)?,
                 None => {
-                    read_db_page(&mut db_file, &self.path, *pgno, &mut page)?;
+                    self.read_db_page(*pgno, &mut page)?;
                     enc.write_page(*pgno, &page)?;
                 }
             }
@@ -374,8 +385,7 @@ impl Db {
         wal: Option<WalReader<File>>,
         reason: FullReason,
     ) -> Result<Option<Pending>> {
-        let mut db_file = self.open_db_file()?;
-        let (db_page_size, db_pages) = db_file_geometry(&mut db_file, &self.path)?;
+        let (db_page_size, db_pages) = self.db_file_geometry()?;
         let mut wal = wal;
         let committed = match wal.as_mut() {
             Some(w) => w.committed(w.start(), u64::MAX)?,
@@ -418,7 +428,7 @@ impl Db {
             match (from_wal, wal.as_mut()) {
                 (Some(frame), Some(w)) => enc.write_page(pgno, w.read_frame_page(*frame)?)?,
                 _ => {
-                    read_db_page(&mut db_file, &self.path, pgno, &mut page)?;
+                    self.read_db_page(pgno, &mut page)?;
                     enc.write_page(pgno, &page)?;
                 }
             }
@@ -467,11 +477,35 @@ impl Db {
         }
     }
 
-    fn open_db_file(&self) -> Result<File> {
-        File::open(&self.path).map_err(|source| Error::Io {
+    fn db_io(&self, source: std::io::Error) -> Error {
+        Error::Io {
             path: self.path.clone(),
             source,
-        })
+        }
+    }
+
+    /// Page size and page count of the database file (the page count from its length).
+    fn db_file_geometry(&self) -> Result<(u32, u32)> {
+        let len = self.db_file.metadata().map_err(|e| self.db_io(e))?.len();
+        if len == 0 {
+            return Ok((4096, 0));
+        }
+        let mut head = [0u8; 100];
+        self.db_file
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| self.db_io(e))?;
+        let page_size = ltx::database::page_size_of(&head).ok_or_else(|| Error::Db {
+            path: self.path.clone(),
+            reason: "not a SQLite database: its header holds no valid page size".into(),
+        })?;
+        Ok((page_size, (len / u64::from(page_size)) as u32))
+    }
+
+    fn read_db_page(&self, pgno: u32, page: &mut [u8]) -> Result<()> {
+        let at = u64::from(pgno - 1) * page.len() as u64;
+        self.db_file
+            .read_exact_at(page, at)
+            .map_err(|e| self.db_io(e))
     }
 
     /// Makes a pending capture durable and advances the position.
@@ -493,18 +527,23 @@ impl Db {
 
     /// `mxFrame` and the salts from the WAL index header at the start of `-shm`.
     fn read_shm_header(&self) -> Result<Option<(u32, (u32, u32))>> {
+        let shm = match self.shm_file.get() {
+            Some(f) => f,
+            None => match File::open(&self.shm_path) {
+                Ok(f) => self.shm_file.get_or_init(|| f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: self.shm_path.clone(),
+                        source,
+                    })
+                }
+            },
+        };
         let mut buf = [0u8; 48];
-        let read = File::open(&self.shm_path).and_then(|mut f| f.read_exact(&mut buf));
-        match read {
+        match shm.read_exact_at(&mut buf, 0) {
             Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                return Ok(None)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(source) => {
                 return Err(Error::Io {
                     path: self.shm_path.clone(),
@@ -518,36 +557,6 @@ impl Db {
         let big = |o: usize| u32::from_be_bytes(buf[o..o + 4].try_into().unwrap());
         Ok(Some((native(16), (big(32), big(36)))))
     }
-}
-
-/// Page size and page count of a database file (the page count from its length).
-fn db_file_geometry(f: &mut File, path: &Path) -> Result<(u32, u32)> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let len = f.seek(SeekFrom::End(0)).map_err(io)?;
-    if len == 0 {
-        return Ok((4096, 0));
-    }
-    let mut head = [0u8; 100];
-    f.seek(SeekFrom::Start(0)).map_err(io)?;
-    f.read_exact(&mut head).map_err(io)?;
-    let page_size = ltx::database::page_size_of(&head).ok_or_else(|| Error::Db {
-        path: path.to_path_buf(),
-        reason: "not a SQLite database: its header holds no valid page size".into(),
-    })?;
-    Ok((page_size, (len / u64::from(page_size)) as u32))
-}
-
-fn read_db_page(f: &mut File, path: &Path, pgno: u32, page: &mut [u8]) -> Result<()> {
-    let at = u64::from(pgno - 1) * page.len() as u64;
-    f.seek(SeekFrom::Start(at))
-        .and_then(|_| f.read_exact(page))
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {

@@ -397,3 +397,50 @@ fn bad_configs_and_urls_say_what_is_wrong() {
     let msg = replicate_fails(&[&db_arg]);
     assert!(msg.contains("no replica URL"), "{msg}");
 }
+
+/// A writer in another process that opens, commits and closes each time: walship must keep its
+/// locks (closing any descriptor of the database drops a process's POSIX locks), or the writer's
+/// close takes itself for the last connection, checkpoints and deletes the WAL under walship.
+#[test]
+fn commits_from_short_lived_connections_in_another_process_are_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let log = dir.path().join("walship.log");
+    let python = testkit::venv_bin("python");
+    let sql = |stmt: &str| {
+        let script = format!(
+            "import sqlite3\nc = sqlite3.connect({:?})\nc.execute({stmt:?})\nc.commit()\nc.close()",
+            db.display().to_string()
+        );
+        testkit::run_ok(Command::new(&python).arg("-c").arg(script));
+    };
+    // Created in rollback-journal mode, as Datasette leaves databases; walship switches it to WAL.
+    sql("CREATE TABLE rows(id INTEGER PRIMARY KEY, tx INTEGER, pad TEXT)");
+    let db_arg = db.display().to_string();
+    let mut ws = spawn_walship(&[&db_arg, &url], None, &[], &log);
+    assert!(wait_until(Duration::from_secs(10), || replica
+        .join("ltx/0")
+        .is_dir()));
+    for i in 1..=4 {
+        sql(&format!(
+            "INSERT INTO rows(id, tx, pad) VALUES ({i}, {i}, 'x')"
+        ));
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            Path::new(&format!("{db_arg}-wal")).exists(),
+            "the WAL was deleted by the writer's close after commit {i}"
+        );
+    }
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let out = dir.path().join("latest.db");
+    let res = litestream_restore(&url, &out, None, None);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        res.status.success(),
+        "{}\n{log_text}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(rows(&out), (4, 4), "{log_text}");
+}

@@ -46,6 +46,16 @@ pub enum Error {
     /// A replica could not be reached, read or written.
     #[error(transparent)]
     Replica(Box<ReplicaError>),
+
+    /// A restore could not be planned or carried out.
+    #[error(transparent)]
+    Restore(Box<crate::restore::RestoreError>),
+}
+
+impl From<crate::restore::RestoreError> for Error {
+    fn from(e: crate::restore::RestoreError) -> Self {
+        Error::Restore(Box::new(e))
+    }
 }
 
 impl From<ReplicaError> for Error {

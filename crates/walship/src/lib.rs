@@ -8,6 +8,7 @@ pub mod db;
 mod error;
 pub mod monitor;
 pub mod replica;
+pub mod restore;
 pub mod store;
 pub mod wal;
 

@@ -4,6 +4,7 @@
 //! too. Single-dash long flags are rewritten to double-dash before clap sees them.
 
 mod replicate;
+mod restore;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -22,12 +23,29 @@ struct Cli {
 enum Command {
     /// Replicate databases continuously until interrupted.
     Replicate(replicate::ReplicateArgs),
+    /// Restore a database from a replica, as of the latest state, a timestamp or a TXID.
+    Restore(restore::RestoreArgs),
     /// Print the version.
     Version,
 }
 
 /// Long flag names that may be written with one dash.
-const LONG_FLAGS: &[&str] = &["config", "no-expand-env", "log-level", "version", "help"];
+const LONG_FLAGS: &[&str] = &[
+    "config",
+    "no-expand-env",
+    "log-level",
+    "version",
+    "help",
+    "timestamp",
+    "txid",
+    "if-db-not-exists",
+    "if-replica-exists",
+    "integrity-check",
+    "parallelism",
+    "dry-run",
+    "json",
+    "force",
+];
 
 /// Rewrites `-name` and `-name=value` to `--name...` for the known long flags.
 fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -54,6 +72,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize(std::env::args_os()));
     let result = match cli.command {
         Command::Replicate(args) => replicate::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Version => {
             println!("walship v{}", walship::VERSION);
             Ok(())

@@ -1,0 +1,272 @@
+//! `walship restore`: rebuild a database from a replica, as of the latest state, a timestamp or
+//! a TXID, with Litestream 0.5's flags and meanings.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ltx::Txid;
+use serde_json::json;
+use walship::config::{process_env, Config, DbSource, ParseOptions, ReplicaConfig};
+use walship::replica::client::ReplicaClient;
+use walship::replica::client_for;
+use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
+use walship::restore::{
+    self, IntegrityCheck, Plan, RestoreError, RestoreOptions, Target, DEFAULT_PARALLELISM,
+};
+
+/// Flags of `walship restore`.
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// Config file, when DB_PATH is given; default $LITESTREAM_CONFIG, else /etc/litestream.yml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Do not expand $VAR and ${VAR} in the config file.
+    #[arg(long)]
+    no_expand_env: bool,
+    /// Output path; required with a REPLICA_URL, else the database's own path.
+    #[arg(short = 'o')]
+    output: Option<PathBuf>,
+    /// Restore the state as of this time (RFC 3339).
+    #[arg(long, conflicts_with = "txid")]
+    timestamp: Option<String>,
+    /// Restore the state after this transaction (16 hex digits).
+    #[arg(long)]
+    txid: Option<String>,
+    /// Exit successfully, doing nothing, if the output exists.
+    #[arg(long)]
+    if_db_not_exists: bool,
+    /// Exit successfully, doing nothing, if the replica holds no backups.
+    #[arg(long)]
+    if_replica_exists: bool,
+    /// Check the restored database before putting it in place.
+    #[arg(long, value_enum, default_value = "quick")]
+    integrity_check: CheckArg,
+    /// Downloads in flight at once.
+    #[arg(long, default_value_t = DEFAULT_PARALLELISM)]
+    parallelism: usize,
+    /// Print the plan (the files a restore would merge) and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan or the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Replace an existing output database (and remove its -wal, -shm and -journal files).
+    #[arg(long)]
+    force: bool,
+    /// The database's path in the config file, or a replica URL.
+    #[arg(value_name = "DB_PATH|REPLICA_URL")]
+    source: String,
+}
+
+/// The values of `-integrity-check`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CheckArg {
+    None,
+    Quick,
+    Full,
+}
+
+impl From<CheckArg> for IntegrityCheck {
+    fn from(c: CheckArg) -> Self {
+        match c {
+            CheckArg::None => IntegrityCheck::None,
+            CheckArg::Quick => IntegrityCheck::Quick,
+            CheckArg::Full => IntegrityCheck::Full,
+        }
+    }
+}
+
+/// Runs the command.
+pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
+    let target = target(&args)?;
+    let (replica, output) = resolve(&args)?;
+    if args.if_db_not_exists && output.exists() {
+        eprintln!(
+            "walship: {} already exists: nothing to restore",
+            output.display()
+        );
+        return Ok(());
+    }
+    let client = client_for(&replica, &process_env)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let plan = match runtime.block_on(restore::plan(&client, target)) {
+        Err(walship::Error::Restore(e))
+            if args.if_replica_exists && matches!(*e, RestoreError::NoBackups { .. }) =>
+        {
+            eprintln!("walship: {e}");
+            return Ok(());
+        }
+        other => other?,
+    };
+    if args.dry_run {
+        print_plan(&args, &client, &replica, &output, &plan);
+        return Ok(());
+    }
+    let opts = RestoreOptions {
+        output: output.clone(),
+        parallelism: args.parallelism,
+        integrity_check: args.integrity_check.into(),
+        force: args.force,
+    };
+    let started = Instant::now();
+    let restored = runtime.block_on(restore::restore(&client, &plan, &opts))?;
+    let ms = started.elapsed().as_millis();
+    if args.json {
+        let result = json!({
+            "db_path": output,
+            "replica": replica.backend.type_name(),
+            "txid": restored.txid.to_string(),
+            "duration_ms": ms,
+            "integrity_check": IntegrityCheck::from(args.integrity_check).pragma().unwrap_or("none"),
+        });
+        println!("{result:#}");
+    } else {
+        eprintln!(
+            "walship: restored {} at TXID {} from {} files ({} bytes) in {ms} ms",
+            output.display(),
+            restored.txid,
+            restored.files,
+            restored.bytes
+        );
+    }
+    Ok(())
+}
+
+/// The state asked for by `-timestamp` or `-txid`.
+fn target(args: &RestoreArgs) -> anyhow::Result<Target> {
+    if let Some(text) = &args.timestamp {
+        let at = parse_rfc3339(text).with_context(|| {
+            format!("invalid -timestamp {text:?}: use RFC 3339, such as 2000-01-01T00:00:00Z")
+        })?;
+        return Ok(Target::Timestamp(at));
+    }
+    if let Some(text) = &args.txid {
+        let txid = Txid::parse(text).filter(|t| t.0 > 0).with_context(|| {
+            format!("invalid -txid {text:?}: use 16 hex digits, such as 00000000000000ff")
+        })?;
+        return Ok(Target::Txid(txid));
+    }
+    Ok(Target::Latest)
+}
+
+/// The replica to read and the path to write, from a URL and -o, or from the config file.
+fn resolve(args: &RestoreArgs) -> anyhow::Result<(ReplicaConfig, PathBuf)> {
+    if is_url(&args.source) {
+        if args.config.is_some() {
+            bail!("give either a REPLICA_URL or -config FILE with a DB_PATH, not both");
+        }
+        let Some(output) = args.output.clone() else {
+            bail!(
+                "-o is required when restoring from a replica URL: walship restore -o /path/to/db {}",
+                args.source
+            );
+        };
+        let config = Config::from_args(&output.to_string_lossy(), &[&args.source], &process_env)?;
+        let replica = config.dbs[0].replicas[0].clone();
+        return Ok((replica, output));
+    }
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("LITESTREAM_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
+    let options = ParseOptions {
+        no_expand_env: args.no_expand_env,
+    };
+    let parsed = Config::load(&path, &process_env, options)?;
+    for warning in &parsed.warnings {
+        eprintln!("walship: warning: {warning}");
+    }
+    let db_path = Path::new(&args.source);
+    let wanted = std::path::absolute(db_path)?;
+    let db = parsed
+        .config
+        .dbs
+        .iter()
+        .find(|db| matches!(&db.source, DbSource::Path(p) if std::path::absolute(p).ok().as_ref() == Some(&wanted)))
+        .with_context(|| format!("database {} is not in {}", db_path.display(), path.display()))?;
+    let replica = db.replicas.first().with_context(|| {
+        format!(
+            "database {} has no replica in {}",
+            db_path.display(),
+            path.display()
+        )
+    })?;
+    let output = args.output.clone().unwrap_or_else(|| db_path.to_path_buf());
+    Ok((replica.clone(), output))
+}
+
+/// Whether `text` is a URL (`scheme://...`) rather than a database path, as Litestream decides.
+fn is_url(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// Prints the plan: a table, or Litestream's `-dry-run -json` document.
+fn print_plan(
+    args: &RestoreArgs,
+    client: &ReplicaClient,
+    replica: &ReplicaConfig,
+    output: &Path,
+    plan: &Plan,
+) {
+    let first = plan.files.first().map_or(Txid(0), |f| f.key.min_txid);
+    if args.json {
+        let files: Vec<_> = plan
+            .files
+            .iter()
+            .map(|f| {
+                json!({
+                    "level": f.key.level,
+                    "name": ltx::format_filename(f.key.min_txid, f.key.max_txid),
+                    "min_txid": f.key.min_txid.to_string(),
+                    "max_txid": f.key.max_txid.to_string(),
+                    "size": f.size,
+                    "timestamp": format_rfc3339_nano(f.created_at),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "source": args.source,
+            "target_path": output,
+            "replica": replica.backend.type_name(),
+            "min_txid": first.to_string(),
+            "max_txid": plan.max_txid().to_string(),
+            "files": files,
+        });
+        println!("{doc:#}");
+        return;
+    }
+    println!(
+        "restore plan: {} (replica {:?}) -> {}",
+        args.source,
+        client.name(),
+        output.display()
+    );
+    println!(
+        "TXIDs {first}-{}, {} files, {} bytes",
+        plan.max_txid(),
+        plan.files.len(),
+        plan.size()
+    );
+    println!(
+        "level  min_txid          max_txid          {:>12}  created",
+        "size"
+    );
+    for f in &plan.files {
+        println!(
+            "{:<5}  {}  {}  {:>12}  {}",
+            f.key.level,
+            f.key.min_txid,
+            f.key.max_txid,
+            f.size,
+            format_rfc3339_nano(f.created_at)
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! `walship restore` end to end: replicas written by the real `walship replicate` and by the real
+//! `litestream replicate` 0.5.17, on file and S3 replicas, restored by the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+use testkit::db::{checkpointed_image, integrity_check};
+use testkit::{litestream, ChildGuard, S3Server};
+use walship::replica::timestamp::format_rfc3339_nano;
+
+fn walship() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_walship"))
+}
+
+/// An application database in WAL mode, with SQLite's default auto-checkpoint.
+fn app(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, tx INTEGER, pad TEXT)",
+    )
+    .unwrap();
+    conn
+}
+
+/// Commits of a writer: after each, when it finished and the highest row id.
+type Commits = Vec<(SystemTime, i64)>;
+
+/// Commits transactions of 1 to 7 numbered rows for `secs`, recording each commit.
+fn write_for(path: &Path, secs: f64) -> Commits {
+    let stop = Arc::new(AtomicBool::new(false));
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (path, stop, commits) = (path.to_path_buf(), stop.clone(), commits.clone());
+        std::thread::spawn(move || {
+            let mut conn = app(&path);
+            let (mut next, mut tx_no) = (1i64, 0i64);
+            while !stop.load(Ordering::Relaxed) {
+                tx_no += 1;
+                let tx = conn.transaction().unwrap();
+                for _ in 0..1 + (tx_no * 7919) % 7 {
+                    tx.execute(
+                        "INSERT INTO rows(id, tx, pad) VALUES (?1, ?2, ?3)",
+                        rusqlite::params![next, tx_no, "p".repeat((next % 500) as usize)],
+                    )
+                    .unwrap();
+                    next += 1;
+                }
+                tx.commit().unwrap();
+                commits.lock().unwrap().push((SystemTime::now(), next - 1));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let commits = commits.lock().unwrap().clone();
+    commits
+}
+
+/// Runs a replicator while a writer commits for `secs`, then stops it cleanly.
+fn replicate_while_writing(mut cmd: Command, db: &Path, secs: f64, log: &Path) -> Commits {
+    drop(app(db));
+    let mut child = ChildGuard::spawn(&mut cmd, log);
+    std::thread::sleep(Duration::from_millis(500));
+    let commits = write_for(db, secs);
+    // Let the last commits reach the replica before the stop.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        child.terminate(Duration::from_secs(30)),
+        "replicator did not stop"
+    );
+    commits
+}
+
+fn walship_replicate(db: &Path, url: &str, s3: Option<&S3Server>) -> Command {
+    let mut cmd = walship();
+    cmd.arg("replicate").arg(db).arg(url);
+    if let Some(s3) = s3 {
+        cmd.envs(s3.credential_env());
+    }
+    cmd
+}
+
+/// Runs `walship restore ARGS... -o OUT URL`.
+fn restore(url: &str, out: &Path, args: &[&str], s3: Option<&S3Server>) -> Output {
+    let mut cmd = walship();
+    cmd.arg("restore").args(args).arg("-o").arg(out).arg(url);
+    if let Some(s3) = s3 {
+        cmd.envs(s3.credential_env());
+    }
+    cmd.output().unwrap()
+}
+
+fn restore_ok(url: &str, out: &Path, args: &[&str], s3: Option<&S3Server>) -> Output {
+    let res = restore(url, out, args, s3);
+    assert!(
+        res.status.success(),
+        "walship restore {args:?} {url}: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    res
+}
+
+fn restore_err(url: &str, out: &Path, args: &[&str]) -> String {
+    let res = restore(url, out, args, None);
+    assert!(
+        !res.status.success(),
+        "walship restore {args:?} should fail"
+    );
+    String::from_utf8_lossy(&res.stderr).into_owned()
+}
+
+/// Restores with Litestream 0.5.17.
+fn litestream_restore(url: &str, out: &Path, args: &[&str], s3: Option<&S3Server>) {
+    let mut cmd = litestream();
+    cmd.arg("restore").args(args).arg("-o").arg(out).arg(url);
+    if let Some(s3) = s3 {
+        cmd.envs(s3.credential_env());
+    }
+    testkit::run_ok(&mut cmd);
+}
+
+/// The highest row id, after checking that the database is exactly the state after a commit.
+fn assert_commit_boundary(path: &Path, commits: &Commits, what: &str) -> i64 {
+    assert_eq!(integrity_check(path), "ok", "{what}");
+    let conn = Connection::open(path).unwrap();
+    let (count, max): (i64, i64) = conn
+        .query_row("SELECT count(*), coalesce(max(id), 0) FROM rows", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(count, max, "{what}: a torn state");
+    assert!(
+        max == 0 || commits.iter().any(|(_, id)| *id == max),
+        "{what}: {max} rows is not the state after a commit"
+    );
+    max
+}
+
+/// The L0 TXIDs of a file replica.
+fn l0_txids(replica: &Path) -> Vec<u64> {
+    let mut txids: Vec<u64> = std::fs::read_dir(replica.join("ltx/0"))
+        .unwrap()
+        .filter_map(|e| ltx::parse_filename(e.unwrap().file_name().to_str()?))
+        .map(|(_, max)| max.0)
+        .collect();
+    txids.sort();
+    txids
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// Restores latest, at a TXID and at timestamps with both tools and checks they agree.
+fn check_restores(dir: &Path, url: &str, commits: &Commits, s3: Option<&S3Server>, mid_txid: u64) {
+    let latest = dir.join("latest.db");
+    restore_ok(url, &latest, &[], s3);
+    assert_eq!(
+        assert_commit_boundary(&latest, commits, "latest"),
+        commits.last().unwrap().1
+    );
+
+    let txid = format!("{mid_txid:016x}");
+    let (ours, theirs) = (dir.join("txid.db"), dir.join("txid-ls.db"));
+    restore_ok(url, &ours, &["-txid", &txid], s3);
+    litestream_restore(url, &theirs, &["-txid", &txid], s3);
+    assert_commit_boundary(&ours, commits, "at a TXID");
+    assert!(
+        read(&ours) == read(&theirs),
+        "{url}: TXID {txid} differs from Litestream's"
+    );
+
+    let start = commits.first().unwrap().0;
+    let mut prev = 0;
+    for i in 1..=4u32 {
+        let at = start + Duration::from_millis(700 * u64::from(i));
+        let stamp = format_rfc3339_nano(at);
+        let (ours, theirs) = (
+            dir.join(format!("at-{i}.db")),
+            dir.join(format!("at-{i}-ls.db")),
+        );
+        restore_ok(url, &ours, &["-timestamp", &stamp], s3);
+        let max = assert_commit_boundary(&ours, commits, &stamp);
+        let by_then = commits.iter().filter(|(t, _)| *t <= at).map(|c| c.1).max();
+        assert!(max <= by_then.unwrap_or(0), "{stamp}: holds later rows");
+        assert!(max >= prev, "restores went back in time");
+        prev = max;
+        litestream_restore(url, &theirs, &["-timestamp", &stamp], s3);
+        assert!(
+            read(&ours) == read(&theirs),
+            "{url} at {stamp} differs from Litestream's"
+        );
+    }
+    assert!(prev > 0 && prev < commits.last().unwrap().1);
+}
+
+#[test]
+fn walship_replicas_restore_latest_at_txids_and_timestamps() {
+    let s3 = S3Server::start();
+    s3.create_bucket("backups");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, s3) in [("file", None), ("s3", Some(&s3))] {
+        let work = dir.path().join(name);
+        std::fs::create_dir(&work).unwrap();
+        let db = work.join("app.db");
+        let replica = work.join("replica");
+        let url = match s3 {
+            Some(s3) => s3.replica_url("backups", "app.db"),
+            None => format!("file://{}", replica.display()),
+        };
+        let log = work.join("walship.log");
+        let commits = replicate_while_writing(walship_replicate(&db, &url, s3), &db, 4.0, &log);
+        let want = checkpointed_image(&db);
+        let latest = work.join("check.db");
+        restore_ok(&url, &latest, &[], s3);
+        assert!(
+            read(&latest) == want,
+            "{name}: latest is not the source's image"
+        );
+        check_restores(&work, &url, &commits, s3, 3);
+    }
+}
+
+/// A Litestream config with fast compaction levels and snapshots, so restores cross levels.
+fn litestream_config(dir: &Path, db: &Path, url: &str) -> PathBuf {
+    let config = dir.join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "levels:\n  - interval: 1s\n  - interval: 3s\nsnapshot:\n  interval: 4s\n\
+             dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      url: {url}\n      sync-interval: 200ms\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The (level, min, max) of every file in a `restore -dry-run -json` document.
+fn plan_files(json: &[u8]) -> Vec<(u64, String, String)> {
+    let doc: serde_json::Value = serde_json::from_slice(json).unwrap();
+    doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["level"].as_u64().unwrap(),
+                f["min_txid"].as_str().unwrap().to_string(),
+                f["max_txid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn litestream_replicas_restore_exactly() {
+    let s3 = S3Server::start();
+    s3.create_bucket("ls-backups");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, s3) in [("file", None), ("s3", Some(&s3))] {
+        let work = dir.path().join(name);
+        std::fs::create_dir(&work).unwrap();
+        let db = work.join("app.db");
+        let url = match s3 {
+            Some(s3) => s3.replica_url("ls-backups", "app.db"),
+            None => format!("file://{}", work.join("replica").display()),
+        };
+        let mut cmd = litestream();
+        cmd.arg("replicate")
+            .arg("-config")
+            .arg(litestream_config(&work, &db, &url));
+        if let Some(s3) = s3 {
+            cmd.envs(s3.credential_env());
+        }
+        let commits = replicate_while_writing(cmd, &db, 6.0, &work.join("litestream.log"));
+
+        // Both tools choose the same files, across levels.
+        let mut theirs = litestream();
+        theirs
+            .args(["restore", "-dry-run", "-json", "-o"])
+            .arg(work.join("x.db"))
+            .arg(&url);
+        if let Some(s3) = s3 {
+            theirs.envs(s3.credential_env());
+        }
+        let theirs = testkit::run_ok(&mut theirs);
+        let ours = restore_ok(&url, &work.join("x.db"), &["-dry-run", "-json"], s3);
+        let plan = plan_files(&ours.stdout);
+        assert_eq!(plan, plan_files(&theirs.stdout), "{name}: plans differ");
+        assert!(
+            plan.iter().any(|f| f.0 > 0),
+            "{name}: no compacted files: {plan:?}"
+        );
+
+        let latest = work.join("ls-latest.db");
+        litestream_restore(&url, &latest, &[], s3);
+        let ours = work.join("ws-latest.db");
+        restore_ok(&url, &ours, &[], s3);
+        assert!(
+            read(&ours) == read(&latest),
+            "{name}: latest differs from Litestream's"
+        );
+        check_restores(&work, &url, &commits, s3, 5);
+    }
+}
+
+/// A small walship file replica with a handful of L0 files; returns the replica directory.
+fn small_replica(dir: &Path) -> PathBuf {
+    let db = dir.join("app.db");
+    let replica = dir.join("replica");
+    let url = format!("file://{}", replica.display());
+    let log = dir.join("walship.log");
+    replicate_while_writing(walship_replicate(&db, &url, None), &db, 3.0, &log);
+    assert!(
+        l0_txids(&replica).len() >= 3,
+        "too few L0 files for the test"
+    );
+    replica
+}
+
+/// Files left in `dir` whose names start with `prefix`.
+fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix) || n.starts_with(&format!(".{prefix}")))
+        .collect()
+}
+
+#[test]
+fn corrupt_and_missing_files_are_named_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = small_replica(dir.path());
+    let url = format!("file://{}", replica.display());
+    let txids = l0_txids(&replica);
+    let middle = txids[txids.len() / 2];
+    let name = format!("{middle:016x}-{middle:016x}.ltx");
+    let path = replica.join("ltx/0").join(&name);
+    let out = dir.path().join("out.db");
+
+    let original = read(&path);
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x40;
+    std::fs::write(&path, &flipped).unwrap();
+    let msg = restore_err(&url, &out, &[]);
+    assert!(msg.contains(&name) && msg.contains("level 0"), "{msg}");
+    assert!(
+        leftovers(dir.path(), "out.db").is_empty(),
+        "{:?}",
+        leftovers(dir.path(), "out.db")
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    let msg = restore_err(&url, &out, &[]);
+    let around = format!(
+        "after {:016x} the next file starts at {:016x}",
+        middle - 1,
+        middle + 1
+    );
+    assert!(
+        msg.contains("non-contiguous") && msg.contains(&around),
+        "{msg}"
+    );
+    assert!(leftovers(dir.path(), "out.db").is_empty());
+
+    // Up to the hole is still there to restore.
+    restore_ok(
+        &url,
+        &out,
+        &["-txid", &format!("{:016x}", middle - 1)],
+        None,
+    );
+}
+
+#[test]
+fn outputs_that_exist_or_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let replica = small_replica(dir.path());
+    let url = format!("file://{}", replica.display());
+    let out = dir.path().join("out.db");
+
+    // Dry runs list the plan and write nothing.
+    let res = restore_ok(&url, &out, &["-dry-run"], None);
+    let text = String::from_utf8_lossy(&res.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("0 ")).collect();
+    assert_eq!(lines.len(), l0_txids(&replica).len(), "{text}");
+    assert!(
+        lines[0].contains("0000000000000001  0000000000000001"),
+        "{text}"
+    );
+    let res = restore_ok(&url, &out, &["-dry-run", "-json"], None);
+    assert_eq!(plan_files(&res.stdout).len(), lines.len());
+    assert!(!out.exists());
+
+    restore_ok(&url, &out, &["-integrity-check", "full"], None);
+    let msg = restore_err(&url, &out, &[]);
+    assert!(msg.contains("exists") && msg.contains("-force"), "{msg}");
+    restore_ok(&url, &out, &["-if-db-not-exists"], None);
+
+    // -force replaces the database and removes a stale WAL that would corrupt it.
+    std::fs::write(dir.path().join("out.db-wal"), b"stale").unwrap();
+    let msg = restore_err(&url, &out, &[]);
+    assert!(msg.contains("exists"), "{msg}");
+    restore_ok(&url, &out, &["-force"], None);
+    assert!(!dir.path().join("out.db-wal").exists());
+    assert_eq!(integrity_check(&out), "ok");
+
+    // A missing directory is created, as Litestream does.
+    let nested = dir.path().join("a/b/restored.db");
+    restore_ok(&url, &nested, &[], None);
+    assert_eq!(integrity_check(&nested), "ok");
+
+    // A parent that is a file, and a read-only directory (as an unprivileged user, since
+    // tests run as root), give clear errors.
+    let msg = restore_err(&url, &dir.path().join("out.db/x.db"), &[]);
+    assert!(
+        msg.contains("out.db/x.db") && msg.contains("Not a directory"),
+        "{msg}"
+    );
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [(dir.path(), 0o755), (ro.as_path(), 0o555)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let res = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_walship"))
+        .args(["restore", "-o"])
+        .arg(ro.join("x.db"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{msg}");
+    assert!(
+        msg.contains("cannot write in the directory") && msg.contains("ermission denied"),
+        "{msg}"
+    );
+
+    // -if-replica-exists: an empty replica is not an error.
+    let empty = format!("file://{}", dir.path().join("empty").display());
+    let msg = restore_err(&empty, &dir.path().join("e.db"), &[]);
+    assert!(msg.contains("no backups"), "{msg}");
+    restore_ok(
+        &empty,
+        &dir.path().join("e.db"),
+        &["-if-replica-exists"],
+        None,
+    );
+}

@@ -25,7 +25,7 @@ tools:
 	@cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
 demo: venv
-	cargo build --release -p ltx --example snapshot
+	cargo build --release -p walship
 	$(PY) scripts/demo.py
 
 lint: tools
@@ -43,6 +43,8 @@ test: lint rust-test py-test
 
 bench: venv
 	cargo bench -p ltx --bench codec
+	cargo build --release -p walship
+	$(PY) bench/writer_speed.py
 
 # Re-pin the Python test dependencies after editing requirements-dev.in.
 lock:

@@ -165,7 +165,13 @@ impl Db {
                 ),
             });
         }
-        let barrier = connect(path, opts.busy_timeout)?;
+        let mut barrier = connect(path, opts.busy_timeout)?;
+        // SQLite's default busy handler sleeps longer and longer between tries, so a writer that
+        // commits in a tight loop wins the lock again and again and the barrier starves; short,
+        // even retries take the lock at the writer's next gap between transactions.
+        barrier
+            .busy_handler(Some(barrier_busy))
+            .map_err(|e| sqlite_error(path, "setting the barrier's busy handler", e))?;
         let meta = opts
             .meta_dir
             .clone()
@@ -564,6 +570,15 @@ fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {
     conn.busy_timeout(busy_timeout)
         .map_err(|e| sqlite_error(path, "setting the busy timeout", e))?;
     Ok(conn)
+}
+
+/// Retries every 100 µs for about a second before the barrier gives up for this cycle.
+fn barrier_busy(tries: i32) -> bool {
+    if tries >= 10_000 {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(100));
+    true
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

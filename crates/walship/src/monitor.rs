@@ -118,6 +118,7 @@ impl Monitor {
         };
         self.last_checkpoint = Instant::now();
         self.captured_since_checkpoint = false;
+        tracing::debug!(db = %self.db.path().display(), complete = done.complete, "checkpointed");
         self.record(done.synced);
         self.status.send_modify(|s| s.checkpoints += 1);
         Ok(())

@@ -7,9 +7,11 @@ mod replicate;
 mod restore;
 
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use walship::config::{process_env, Config, ParseOptions};
 
 /// Streaming SQLite replication to object storage, compatible with Litestream 0.5.
 #[derive(Parser)]
@@ -65,6 +67,20 @@ fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
             }
         })
         .collect()
+}
+
+/// Reads the config file named by `-config`, else `$LITESTREAM_CONFIG`, else
+/// `/etc/litestream.yml` (Litestream's order), and prints its warnings; returns the file read.
+fn load_config_file(path: Option<&Path>, no_expand_env: bool) -> anyhow::Result<(Config, PathBuf)> {
+    let path = path
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("LITESTREAM_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
+    let parsed = Config::load(&path, &process_env, ParseOptions { no_expand_env })?;
+    for warning in &parsed.warnings {
+        eprintln!("walship: warning: {warning}");
+    }
+    Ok((parsed.config, path))
 }
 
 /// Runs the command line; errors are printed with their causes, and exit with status 1.

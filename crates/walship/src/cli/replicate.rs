@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use ltx::Txid;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use walship::config::{process_env, Config, DbConfig, DbSource, ParseOptions};
+use walship::config::{process_env, Config, DbConfig, DbSource};
 use walship::db::{Db, DbOptions};
 use walship::monitor::{Monitor, MonitorOptions};
 use walship::replica::client::ReplicaClient;
@@ -57,19 +57,7 @@ fn load_config(args: &ReplicateArgs) -> anyhow::Result<Config> {
         }
         Config::from_args(db, urls, &env)?
     } else {
-        let path = args
-            .config
-            .clone()
-            .or_else(|| std::env::var_os("LITESTREAM_CONFIG").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
-        let options = ParseOptions {
-            no_expand_env: args.no_expand_env,
-        };
-        let parsed = Config::load(&path, &env, options)?;
-        for warning in &parsed.warnings {
-            eprintln!("walship: warning: {warning}");
-        }
-        parsed.config
+        super::load_config_file(args.config.as_deref(), args.no_expand_env)?.0
     };
     Ok(parsed)
 }

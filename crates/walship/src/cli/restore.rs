@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use ltx::Txid;
 use serde_json::json;
-use walship::config::{process_env, Config, DbSource, ParseOptions, ReplicaConfig};
+use walship::config::{process_env, Config, DbSource, ReplicaConfig};
 use walship::replica::client::ReplicaClient;
 use walship::replica::client_for;
 use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
@@ -170,22 +170,10 @@ fn resolve(args: &RestoreArgs) -> anyhow::Result<(ReplicaConfig, PathBuf)> {
         let replica = config.dbs[0].replicas[0].clone();
         return Ok((replica, output));
     }
-    let path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("LITESTREAM_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"));
-    let options = ParseOptions {
-        no_expand_env: args.no_expand_env,
-    };
-    let parsed = Config::load(&path, &process_env, options)?;
-    for warning in &parsed.warnings {
-        eprintln!("walship: warning: {warning}");
-    }
+    let (config, path) = super::load_config_file(args.config.as_deref(), args.no_expand_env)?;
     let db_path = Path::new(&args.source);
     let wanted = std::path::absolute(db_path)?;
-    let db = parsed
-        .config
+    let db = config
         .dbs
         .iter()
         .find(|db| matches!(&db.source, DbSource::Path(p) if std::path::absolute(p).ok().as_ref() == Some(&wanted)))

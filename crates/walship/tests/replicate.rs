@@ -1,64 +1,17 @@
 //! `walship replicate` end to end: real processes, real files, the real S3 server, and the real
 //! `litestream restore` 0.5.17 reading what walship wrote.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::Connection;
-use testkit::db::{checkpointed_image, first_different_page, integrity_check};
+use testkit::db::{checkpointed_image, first_different_page};
 use testkit::{litestream, wait_until, ChildGuard, S3Server};
 use walship::replica::timestamp::format_rfc3339_nano;
 
-fn walship() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_walship"))
-}
+mod support;
 
-/// An application database in WAL mode, with SQLite's default auto-checkpoint.
-fn app(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.pragma_update(None, "journal_mode", "wal").unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, tx INTEGER, pad TEXT)",
-    )
-    .unwrap();
-    conn
-}
-
-/// Commits of a writer: after each, when it finished and the highest row id.
-type Commits = Arc<Mutex<Vec<(SystemTime, i64)>>>;
-
-/// Commits transactions of 1 to 7 numbered rows until `stop`, recording each commit.
-fn writer(path: PathBuf, stop: Arc<AtomicBool>, commits: Commits) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut conn = app(&path);
-        let mut next: i64 = conn
-            .query_row("SELECT coalesce(max(id), 0) + 1 FROM rows", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        let mut tx_no = 0i64;
-        while !stop.load(Ordering::Relaxed) {
-            tx_no += 1;
-            let n = 1 + (tx_no * 7919) % 7;
-            let tx = conn.transaction().unwrap();
-            for _ in 0..n {
-                tx.execute(
-                    "INSERT INTO rows(id, tx, pad) VALUES (?1, ?2, ?3)",
-                    rusqlite::params![next, tx_no, "p".repeat((next % 500) as usize)],
-                )
-                .unwrap();
-                next += 1;
-            }
-            tx.commit().unwrap();
-            commits.lock().unwrap().push((SystemTime::now(), next - 1));
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    })
-}
+use support::workload::{app, assert_commit_boundary, rows, walship, Writer};
 
 /// Restores `url` with Litestream 0.5.17, optionally as of `at`.
 fn litestream_restore(
@@ -77,32 +30,6 @@ fn litestream_restore(
         cmd.envs(s3.credential_env());
     }
     cmd.arg(url).output().unwrap()
-}
-
-/// The rows of a restored database: their count and highest id.
-fn rows(path: &Path) -> (i64, i64) {
-    let conn = Connection::open(path).unwrap();
-    conn.query_row("SELECT count(*), coalesce(max(id), 0) FROM rows", [], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .unwrap()
-}
-
-/// Asserts that a restored database is exactly the state after one of `commits`.
-fn assert_commit_boundary(path: &Path, commits: &[(SystemTime, i64)], what: &str) -> i64 {
-    assert_eq!(integrity_check(path), "ok", "{what}");
-    let (count, max) = rows(path);
-    assert_eq!(
-        count,
-        max,
-        "{what}: rows 1..{max} with {} missing: a torn state",
-        max - count
-    );
-    assert!(
-        max == 0 || commits.iter().any(|(_, id)| *id == max),
-        "{what}: {max} rows is not the state after any committed transaction"
-    );
-    max
 }
 
 fn spawn_walship(
@@ -157,12 +84,9 @@ fn replicas_on_file_and_s3_restore_with_litestream_latest_and_in_the_past() {
     let log = dir.path().join("walship.log");
     let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let commits: Commits = Arc::default();
-    let w = writer(db.clone(), stop.clone(), commits.clone());
+    let writer = Writer::start(&db);
     std::thread::sleep(Duration::from_secs(5));
-    stop.store(true, Ordering::Relaxed);
-    w.join().unwrap();
+    let commits = writer.stop();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         ws.terminate(Duration::from_secs(30)),
@@ -172,7 +96,6 @@ fn replicas_on_file_and_s3_restore_with_litestream_latest_and_in_the_past() {
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "walship exited with {status}\n{log_text}");
 
-    let commits = commits.lock().unwrap().clone();
     let last = commits.last().unwrap().1;
     let want = checkpointed_image(&db);
     let urls = [
@@ -243,9 +166,7 @@ fn survives_sigkill_and_every_restore_is_a_committed_state() {
     let log = dir.path().join("walship.log");
     let db_arg = db.display().to_string();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let commits: Commits = Arc::default();
-    let w = writer(db.clone(), stop.clone(), commits.clone());
+    let writer = Writer::start(&db);
     let mut ws = spawn_walship(&[&db_arg, &url], None, &[], &log);
     for round in 0..6u64 {
         std::thread::sleep(Duration::from_millis(700 + round * 131 % 600));
@@ -256,14 +177,12 @@ fn survives_sigkill_and_every_restore_is_a_committed_state() {
         ws = spawn_walship(&[&db_arg, &url], None, &[], &log);
     }
     std::thread::sleep(Duration::from_millis(1500));
-    stop.store(true, Ordering::Relaxed);
-    w.join().unwrap();
+    let commits = writer.stop();
     std::thread::sleep(Duration::from_millis(300));
     assert!(ws.terminate(Duration::from_secs(30)));
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(ws.0.wait().unwrap().success(), "{log_text}");
 
-    let commits = commits.lock().unwrap().clone();
     let out = dir.path().join("latest.db");
     let res = litestream_restore(&url, &out, None, None);
     assert!(

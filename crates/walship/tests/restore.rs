@@ -3,66 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use rusqlite::Connection;
 use testkit::db::{checkpointed_image, integrity_check};
 use testkit::{litestream, ChildGuard, S3Server};
 use walship::replica::timestamp::format_rfc3339_nano;
 
-fn walship() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_walship"))
-}
+mod support;
 
-/// An application database in WAL mode, with SQLite's default auto-checkpoint.
-fn app(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    conn.pragma_update(None, "journal_mode", "wal").unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS rows(id INTEGER PRIMARY KEY, tx INTEGER, pad TEXT)",
-    )
-    .unwrap();
-    conn
-}
+use support::workload::{app, assert_commit_boundary, walship, write_for, Commit};
 
-/// Commits of a writer: after each, when it finished and the highest row id.
-type Commits = Vec<(SystemTime, i64)>;
-
-/// Commits transactions of 1 to 7 numbered rows for `secs`, recording each commit.
-fn write_for(path: &Path, secs: f64) -> Commits {
-    let stop = Arc::new(AtomicBool::new(false));
-    let commits = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let (path, stop, commits) = (path.to_path_buf(), stop.clone(), commits.clone());
-        std::thread::spawn(move || {
-            let mut conn = app(&path);
-            let (mut next, mut tx_no) = (1i64, 0i64);
-            while !stop.load(Ordering::Relaxed) {
-                tx_no += 1;
-                let tx = conn.transaction().unwrap();
-                for _ in 0..1 + (tx_no * 7919) % 7 {
-                    tx.execute(
-                        "INSERT INTO rows(id, tx, pad) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![next, tx_no, "p".repeat((next % 500) as usize)],
-                    )
-                    .unwrap();
-                    next += 1;
-                }
-                tx.commit().unwrap();
-                commits.lock().unwrap().push((SystemTime::now(), next - 1));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let commits = commits.lock().unwrap().clone();
-    commits
-}
+type Commits = Vec<Commit>;
 
 /// Runs a replicator while a writer commits for `secs`, then stops it cleanly.
 fn replicate_while_writing(mut cmd: Command, db: &Path, secs: f64, log: &Path) -> Commits {
@@ -125,23 +76,6 @@ fn litestream_restore(url: &str, out: &Path, args: &[&str], s3: Option<&S3Server
         cmd.envs(s3.credential_env());
     }
     testkit::run_ok(&mut cmd);
-}
-
-/// The highest row id, after checking that the database is exactly the state after a commit.
-fn assert_commit_boundary(path: &Path, commits: &Commits, what: &str) -> i64 {
-    assert_eq!(integrity_check(path), "ok", "{what}");
-    let conn = Connection::open(path).unwrap();
-    let (count, max): (i64, i64) = conn
-        .query_row("SELECT count(*), coalesce(max(id), 0) FROM rows", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!(count, max, "{what}: a torn state");
-    assert!(
-        max == 0 || commits.iter().any(|(_, id)| *id == max),
-        "{what}: {max} rows is not the state after a commit"
-    );
-    max
 }
 
 /// The L0 TXIDs of a file replica.

@@ -1,3 +1,5 @@
-//! Helpers shared by walship's integration tests.
+//! Helpers shared by walship's integration tests; each test binary uses a part of them.
+#![allow(dead_code)]
 
 pub mod faulty;
+pub mod workload;

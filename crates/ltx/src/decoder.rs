@@ -156,12 +156,7 @@ impl<R: Read> Decoder<R> {
     }
 
     fn next_snapshot_pgno(&self) -> u32 {
-        let next = self.prev_pgno + 1;
-        if next == self.header.lock_pgno() {
-            next + 1
-        } else {
-            next
-        }
+        self.header.next_page_after(self.prev_pgno)
     }
 
     /// A snapshot must hold every page up to its commit size.

@@ -139,12 +139,7 @@ impl<W: Write> Encoder<W> {
     }
 
     fn next_snapshot_pgno(&self) -> u32 {
-        let next = self.prev_pgno + 1;
-        if next == self.header.lock_pgno() {
-            next + 1
-        } else {
-            next
-        }
+        self.header.next_page_after(self.prev_pgno)
     }
 
     /// Sets the database checksum after this file is applied (only for files with checksums;

@@ -71,6 +71,16 @@ impl Header {
         crate::lock_pgno(self.page_size)
     }
 
+    /// The page a snapshot stores after `pgno`: the next one, skipping the lock page.
+    pub fn next_page_after(&self, pgno: u32) -> u32 {
+        let next = pgno + 1;
+        if next == self.lock_pgno() {
+            next + 1
+        } else {
+            next
+        }
+    }
+
     /// Serializes the header.
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];

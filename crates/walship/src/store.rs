@@ -184,7 +184,8 @@ impl PendingFile {
         let size = file.metadata().map_err(io_at(&self.tmp))?.len();
         drop(file);
         std::fs::rename(&self.tmp, &self.path).map_err(io_at(&self.path))?;
-        sync_dir(self.path.parent().expect("files live in a level directory"))?;
+        let dir = self.path.parent().expect("files live in a level directory");
+        sync_dir(dir).map_err(io_at(dir))?;
         Ok(LocalFile {
             level: self.level,
             min_txid: self.min_txid,
@@ -204,10 +205,8 @@ impl Drop for PendingFile {
 }
 
 /// Fsyncs a directory so that a rename inside it survives a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at(dir))
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Milliseconds since the Unix epoch, as LTX headers store time.

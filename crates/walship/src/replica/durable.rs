@@ -8,6 +8,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::store::sync_dir;
+
 /// Copies `src` to `dest` so that `dest` appears complete or not at all, with `mtime` as its
 /// modification time; returns the number of bytes copied.
 ///
@@ -59,10 +61,6 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
         _ => {}
     }
     sync_dir(up)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 fn parent(path: &Path) -> io::Result<&Path> {

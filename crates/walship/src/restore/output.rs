@@ -2,7 +2,7 @@
 //! output, and the durable rename into place. Blocking calls; async callers use spawn_blocking.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -73,9 +73,7 @@ pub(super) fn install(db: &Path, path: &Path, force: bool) -> Result<(), Restore
         }
     }
     fs::rename(db, path).map_err(failed)?;
-    File::open(parent(path))
-        .and_then(|d| d.sync_all())
-        .map_err(failed)
+    crate::store::sync_dir(parent(path)).map_err(failed)
 }
 
 fn sidecars(path: &Path) -> Vec<PathBuf> {

@@ -6,9 +6,12 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NPM_DIR := $(CURDIR)/tools/npm
+NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 export WALSHIP_TEST_VENV := $(VENV)
+export WALSHIP_TEST_NPM_BIN := $(NPM_DIR)/node_modules/.bin
 
-.PHONY: all demo test lint rust-test py-test bench venv tools lock clean
+.PHONY: all demo test lint rust-test py-test bench venv npm tools lock clean
 
 all: test
 
@@ -18,6 +21,13 @@ $(STAMP): requirements-dev.txt
 	touch $@
 
 venv: $(STAMP)
+
+# Test servers from npm (Azurite, the Azure Blob emulator), pinned by tools/npm/package-lock.json.
+$(NPM_STAMP): $(NPM_DIR)/package-lock.json
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+npm: $(NPM_STAMP)
 
 # rustfmt, clippy and nextest come with this kind of machine; install nextest if it is missing.
 tools:
@@ -32,7 +42,7 @@ lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-rust-test: tools venv
+rust-test: tools venv npm
 	cargo nextest run --workspace --no-fail-fast
 
 py-test: venv
@@ -55,4 +65,4 @@ lock:
 	rm -rf $(VENV).lock
 
 clean:
-	rm -rf target $(VENV) .demo
+	rm -rf target $(VENV) .demo $(NPM_DIR)/node_modules

@@ -1,0 +1,255 @@
+"""The status page (HTML and JSON) and the restore page."""
+
+import asyncio
+import datetime
+import json
+import os
+import re
+
+from datasette import Forbidden, Response
+from datasette.database import Database
+from markupsafe import Markup
+
+from . import config
+
+VIEW_STATUS = "litestream-view-status"
+RESTORE = "litestream-restore"
+
+
+def supervisor_for(datasette):
+    from . import supervisors
+
+    return supervisors.get(datasette)
+
+
+async def check(datasette, request, action):
+    if not await datasette.allowed(action=action, actor=request.actor):
+        raise Forbidden("Permission denied")
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+async def status(datasette, request):
+    await check(datasette, request, VIEW_STATUS)
+    data = await status_data(datasette)
+    if request.url_vars.get("format") == ".json":
+        return Response.json(data)
+    charts = {db["name"]: chart(data["history"], db) for db in data["databases"]}
+    return Response.html(
+        await datasette.render_template(
+            "litestream_status.html",
+            {"data": data, "charts": charts, "config_json": json.dumps(data["config"], indent=2)},
+            request=request,
+        )
+    )
+
+
+async def status_data(datasette):
+    supervisor = supervisor_for(datasette)
+    if supervisor is None:
+        return {
+            "configured": config.is_configured(datasette),
+            "running": False, "pid": None, "databases": [], "skipped": [], "history": [],
+            "log": [], "config": None, "error": "datasette-litestream is not configured: "
+            "add plugins: {datasette-litestream: {all-replicate: [...]}} to Datasette's config",
+        }  # fmt: skip
+    walship, error = await supervisor.walship_status()
+    settings = supervisor.settings
+    by_path = {os.path.realpath(d["path"]): d for d in (walship or {}).get("databases", [])}
+    databases = []
+    for name, entry in settings.databases.items():
+        w = by_path.get(os.path.realpath(entry["path"]), {})
+        live = {r["name"]: r for r in w.get("replicas", [])}
+        replicas = []
+        for r in entry["replicas"]:
+            rw = live.get(r["name"], {})
+            replicas.append(
+                {
+                    "name": r["name"],
+                    "type": rw.get("type") or replica_type(r),
+                    "url": rw.get("url") or config.redact(r.get("url") or r.get("path")),
+                    "state": rw.get("state", "unknown"),
+                    **{k: rw.get(k) for k in REPLICA_FIELDS},
+                }
+            )
+        databases.append(
+            {
+                "name": name,
+                "path": entry["path"],
+                **{k: w.get(k) for k in DB_FIELDS},
+                "replicas": replicas,
+            }
+        )
+    proc = supervisor.proc
+    return {
+        "configured": True,
+        "running": supervisor.alive(),
+        "pid": proc.pid if proc else None,
+        "started_at": supervisor.started_at.isoformat() if supervisor.started_at else None,
+        "restarts": supervisor.restarts,
+        "last_exit": supervisor.last_exit,
+        "walship_version": (walship or {}).get("version"),
+        "metrics_addr": settings.addr if "metrics-addr" in settings.top else None,
+        "error": error,
+        "databases": databases,
+        "skipped": [{"name": n, "reason": r} for n, r in settings.skipped.items()],
+        "history": list(supervisor.history),
+        "log": list(supervisor.logs),
+        "config": config.redact(settings.walship_config()),
+    }
+
+
+DB_FIELDS = ["txid", "last_sync", "last_error", "captures", "full_captures", "checkpoints", "db_size", "wal_size"]
+REPLICA_FIELDS = [
+    "position", "lag_txids", "lag_seconds", "last_upload", "last_error", "failing_since",
+    "files_uploaded", "bytes_uploaded",
+]  # fmt: skip
+
+
+def replica_type(r):
+    if "://" in (r.get("url") or ""):
+        return r["url"].split("://", 1)[0]
+    return r.get("type", "file")
+
+
+def chart(history, db, width=360, height=60):
+    """An SVG of the last hour: the worst replica lag (line) and bytes uploaded per sample (bars)."""
+    points = [p["dbs"].get(db["path"]) for p in history]
+    points = [p for p in points if p]
+    if len(points) < 2:
+        return Markup('<p class="litestream-chart-empty">The chart fills in over the next minutes.</p>')
+    lags = [max([r["lag_seconds"] or 0 for r in p["replicas"].values()] or [0]) for p in points]
+    totals = [sum(r["bytes_uploaded"] or 0 for r in p["replicas"].values()) for p in points]
+    rates = [max(b - a, 0) for a, b in zip(totals, totals[1:])]
+    n = len(points)
+    step = width / max(n - 1, 1)
+    top_lag = max(lags) or 1
+    top_rate = max(rates) or 1
+    bars = "".join(
+        f'<rect x="{(i + 1) * step - step / 2:.1f}" y="{height - r / top_rate * height:.1f}" '
+        f'width="{max(step - 1, 1):.1f}" height="{r / top_rate * height:.1f}" fill="#b6d4f0"/>'
+        for i, r in enumerate(rates)
+    )
+    line = " ".join(f"{i * step:.1f},{height - lag / top_lag * (height - 2) - 1:.1f}" for i, lag in enumerate(lags))
+    return Markup(
+        f'<svg class="litestream-chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="lag and upload throughput, last hour">{bars}'
+        f'<polyline points="{line}" fill="none" stroke="#c0392b" stroke-width="1.5"/></svg>'
+        f'<p class="litestream-chart-legend"><span style="color:#c0392b">lag</span> (max {max(lags):.1f}s) '
+        f'and <span style="color:#5b8fc7">bytes uploaded</span> (max {max(rates)} per '
+        f"{int(10)}s), over the last {len(points) * 10 // 60} min</p>"
+    )
+
+
+# -- restore ----------------------------------------------------------------------------------
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?$")
+
+
+def parse_timestamp(text):
+    """A datetime-local value (taken as UTC) or an RFC 3339 time -> aware UTC datetime."""
+    text = text.strip().replace(" ", "T")
+    if not TIMESTAMP.match(text):
+        raise ValueError(f"{text!r} is not a time like 2026-11-26T12:00:00Z")
+    when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc)
+
+
+async def run_walship(supervisor, *args, timeout=600):
+    proc = await asyncio.create_subprocess_exec(
+        supervisor.settings.walship, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=supervisor.settings.env(),
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 1, b"", b"timed out"
+    return proc.returncode, out, err
+
+
+async def restore_points(supervisor, name):
+    """What a replica holds, from the plan of a restore of the latest state (walship restore
+    -dry-run -json): the files it would merge, their levels and times."""
+    entry = supervisor.settings.databases[name]
+    supervisor.write_config()
+    code, out, err = await run_walship(
+        supervisor, "restore", "-config", supervisor.config_path, "-no-expand-env", "-dry-run", "-json",
+        "-o", os.path.join(supervisor.dir, "dry-run.db"), entry["path"],
+    )  # fmt: skip
+    if code != 0:
+        return {"error": err.decode("utf-8", "replace").strip()[-500:] or f"exit code {code}"}
+    plan = json.loads(out)
+    files = plan.get("files", [])
+    times = sorted(f["timestamp"] for f in files if f.get("timestamp"))
+    return {
+        "replica": entry["replicas"][0]["name"],
+        "from": times[0] if times else None,
+        "to": times[-1] if times else None,
+        "max_txid": plan.get("max_txid"),
+        "snapshots": [f for f in files if f.get("level") == 9],
+        "files": files,
+    }
+
+
+async def restore(datasette, request):
+    await check(datasette, request, RESTORE)
+    supervisor = supervisor_for(datasette)
+    error = None
+    if request.method == "POST":
+        form = await request.post_vars()
+        name = form.get("database", "")
+        try:
+            if supervisor is None or name not in supervisor.settings.databases:
+                raise ValueError(f"{name!r} is not a replicated database")
+            when = parse_timestamp(form.get("timestamp", ""))
+            attached = await restore_copy(datasette, supervisor, name, when)
+        except ValueError as e:
+            error = str(e)
+        else:
+            datasette.add_message(
+                request,
+                f"Restored {name} as of {when.isoformat()} into the read-only database {attached}",
+                datasette.INFO,
+            )
+            return Response.redirect(datasette.urls.database(attached))
+    databases = []
+    if supervisor is not None:
+        for name in supervisor.settings.databases:
+            databases.append({"name": name, "points": await restore_points(supervisor, name)})
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return Response.html(
+        await datasette.render_template(
+            "litestream_restore.html",
+            {"databases": databases, "error": error, "now": now.strftime("%Y-%m-%dT%H:%M:%S")},
+            request=request,
+        ),
+        status=400 if error else 200,
+    )
+
+
+async def restore_copy(datasette, supervisor, name, when):
+    """walship restore as of `when` into the private directory; attach it read-only. Returns its
+    name in Datasette. The live database is never touched."""
+    entry = supervisor.settings.databases[name]
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    base = f"{name}_at_{stamp}"
+    os.makedirs(supervisor.restore_dir, mode=0o700, exist_ok=True)
+    out, i = os.path.join(supervisor.restore_dir, base + ".db"), 2
+    while os.path.exists(out):
+        out, i = os.path.join(supervisor.restore_dir, f"{base}_{i}.db"), i + 1
+    supervisor.write_config()
+    code, _, err = await run_walship(
+        supervisor, "restore", "-config", supervisor.config_path, "-no-expand-env",
+        "-timestamp", when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "-o", out, entry["path"],
+    )  # fmt: skip
+    if code != 0:
+        message = err.decode("utf-8", "replace").strip().splitlines()
+        raise ValueError(f"walship restore failed: {message[-1] if message else code}")
+    db = datasette.add_database(Database(datasette, path=out, is_mutable=False), name=base)
+    return db.name

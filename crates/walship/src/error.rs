@@ -39,6 +39,10 @@ pub enum Error {
         next: ltx::Txid,
     },
 
+    /// The HTTP endpoints cannot listen where `addr` says.
+    #[error("addr {addr:?}: {reason}")]
+    Listen { addr: String, reason: String },
+
     /// An LTX file is unreadable or could not be written.
     #[error(transparent)]
     Ltx(#[from] ltx::Error),

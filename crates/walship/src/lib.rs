@@ -6,9 +6,12 @@
 pub mod config;
 pub mod db;
 mod error;
+pub mod metrics;
 pub mod monitor;
 pub mod replica;
 pub mod restore;
+pub mod server;
+pub mod status;
 pub mod store;
 pub mod wal;
 

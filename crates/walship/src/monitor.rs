@@ -4,6 +4,7 @@
 //! It runs on its own thread because SQLite calls block. Between ticks it only reads the WAL
 //! index header (48 bytes of `-shm`), so an idle database costs no writes and no captures.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +35,9 @@ impl Default for MonitorOptions {
     }
 }
 
+/// How many recent captures a [`DbStatus`] remembers, to tell how long a replica has lagged.
+const RECENT_CAPTURES: usize = 4096;
+
 /// What the monitor has done, for replicas to follow and for status pages.
 #[derive(Debug, Clone, Default)]
 pub struct DbStatus {
@@ -43,7 +47,41 @@ pub struct DbStatus {
     pub last_error: Option<String>,
     pub captures: u64,
     pub full_captures: u64,
+    pub sync_errors: u64,
+    pub sync_time: Duration,
     pub checkpoints: u64,
+    pub checkpoint_errors: u64,
+    pub checkpoint_time: Duration,
+    /// The database's size as of the newest capture (commit size times page size).
+    pub db_size: u64,
+    /// Where the newest capture ended in the WAL.
+    pub wal_size: u64,
+    /// WAL bytes captured since walship started.
+    pub total_wal_bytes: u64,
+    /// The newest captures' TXIDs and times, oldest first.
+    recent: VecDeque<(Txid, SystemTime)>,
+}
+
+impl DbStatus {
+    /// Notes that `txid` became durable at `at`.
+    pub fn record_capture(&mut self, txid: Txid, at: SystemTime) {
+        if self.recent.len() == RECENT_CAPTURES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((txid, at));
+        self.txid = Some(txid);
+    }
+
+    /// How long the oldest capture newer than `position` has waited, as of `now`: zero when
+    /// nothing is newer, a lower bound when that capture is older than the ones remembered, and
+    /// `None` when no capture newer than `position` was seen by this process.
+    pub fn waiting_since(&self, position: Txid, now: SystemTime) -> Option<Duration> {
+        if self.txid.is_none_or(|t| t <= position) {
+            return Some(Duration::ZERO);
+        }
+        let (_, at) = self.recent.iter().find(|(t, _)| *t > position)?;
+        Some(now.duration_since(*at).unwrap_or_default())
+    }
 }
 
 /// Drives one [`Db`].
@@ -59,11 +97,14 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor for `db` and the receiving end of its status.
     pub fn new(db: Db, opts: MonitorOptions) -> (Monitor, watch::Receiver<DbStatus>) {
-        let txid = db.store().last(0).ok().flatten().map(|f| f.max_txid);
-        let (status, rx) = watch::channel(DbStatus {
-            txid,
-            ..DbStatus::default()
-        });
+        let mut initial = DbStatus::default();
+        // Files left by an earlier run count from when they were written (their mtime is their
+        // LTX timestamp), so a replica that was behind before a restart shows its true lag.
+        if let Some(last) = db.store().last(0).ok().flatten() {
+            let written = std::fs::metadata(&last.path).and_then(|m| m.modified());
+            initial.record_capture(last.max_txid, written.unwrap_or_else(|_| SystemTime::now()));
+        }
+        let (status, rx) = watch::channel(initial);
         let now = Instant::now();
         let monitor = Monitor {
             db,
@@ -100,7 +141,12 @@ impl Monitor {
         }
         self.next_sync = now + self.opts.monitor_interval;
         if self.db.needs_sync()? {
-            let synced = self.db.sync()?;
+            let started = Instant::now();
+            let synced = self.db.sync().inspect_err(|_| {
+                self.status.send_modify(|s| s.sync_errors += 1);
+            })?;
+            self.status
+                .send_modify(|s| s.sync_time += started.elapsed());
             self.record(synced);
         }
         if self.captured_since_checkpoint
@@ -112,7 +158,13 @@ impl Monitor {
     }
 
     fn checkpoint(&mut self) -> Result<()> {
-        let Some(done) = self.db.checkpoint()? else {
+        let started = Instant::now();
+        let result = self.db.checkpoint();
+        self.status.send_modify(|s| {
+            s.checkpoint_time += started.elapsed();
+            s.checkpoint_errors += u64::from(result.is_err());
+        });
+        let Some(done) = result? else {
             tracing::debug!(db = %self.db.path().display(), "checkpoint skipped: the application holds the write lock");
             return Ok(());
         };
@@ -133,9 +185,13 @@ impl Monitor {
         } else {
             tracing::debug!(db = %self.db.path().display(), txid = %s.header.max_txid, pages = s.pages, "captured");
         }
+        let now = SystemTime::now();
         self.status.send_modify(|st| {
-            st.txid = Some(s.header.max_txid);
-            st.last_sync = Some(SystemTime::now());
+            st.record_capture(s.header.max_txid, now);
+            st.last_sync = Some(now);
+            st.db_size = u64::from(s.header.commit) * u64::from(s.header.page_size);
+            st.wal_size = (s.header.wal_offset + s.header.wal_size).max(0) as u64;
+            st.total_wal_bytes += s.header.wal_size.max(0) as u64;
             st.last_error = None;
             st.captures += 1;
             st.full_captures += u64::from(full);

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{bail, Context};
 use ltx::Txid;
@@ -15,6 +16,8 @@ use walship::monitor::{Monitor, MonitorOptions};
 use walship::replica::client::ReplicaClient;
 use walship::replica::client_for;
 use walship::replica::uploader::{Uploader, UploaderOptions};
+use walship::server::Server;
+use walship::status::{DatabaseEntry, ReplicaEntry, StatusBoard};
 
 /// Flags of `walship replicate`.
 #[derive(clap::Args)]
@@ -73,10 +76,12 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 async fn replicate(config: Config) -> anyhow::Result<()> {
+    let started_at = SystemTime::now();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut monitors = Vec::new();
     let mut uploaders = JoinSet::new();
+    let mut board = Vec::new();
     for db_config in &config.dbs {
         let (db, clients) = open_db(db_config).await?;
         let store = db.store().clone();
@@ -88,16 +93,35 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
             .spawn(move || monitor.run(&flag))
             .context("starting a monitor thread")?;
         monitors.push(thread);
+        let mut replicas = Vec::new();
         for (client, replica) in clients.into_iter().zip(&db_config.replicas) {
             let opts = UploaderOptions {
                 sync_interval: replica.sync_interval,
                 ..UploaderOptions::default()
             };
-            let (uploader, _status) = Uploader::new(client, store.clone(), db_status.clone(), opts);
+            let (uploader, status) = Uploader::new(client, store.clone(), db_status.clone(), opts);
             uploaders.spawn(uploader.run(stop_rx.clone(), config.shutdown_sync_timeout));
+            replicas.push(ReplicaEntry::new(replica, status));
         }
         tracing::info!(db = %name, replicas = db_config.replicas.len(), "replicating");
+        board.push(DatabaseEntry {
+            path: PathBuf::from(&name),
+            status: db_status,
+            replicas,
+        });
     }
+    let board = Arc::new(StatusBoard::new(started_at, board));
+    let server = match &config.addr {
+        Some(addr) => {
+            let server = Server::bind(addr, board.clone()).await?;
+            tracing::info!(
+                "serving /status, /metrics and /healthz on http://{}",
+                server.local_addr()?
+            );
+            Some(tokio::spawn(server.serve(stop_rx.clone())))
+        }
+        None => None,
+    };
 
     wait_for_signal().await?;
     tracing::info!("signal received: final capture and upload");
@@ -107,6 +131,9 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
         .context("waiting for the monitors")?;
     let _ = stop_tx.send(true);
     while uploaders.join_next().await.is_some() {}
+    if let Some(server) = server {
+        server.await.context("stopping the HTTP server")??;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod http;
 pub mod workload;

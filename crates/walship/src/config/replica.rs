@@ -537,6 +537,7 @@ fn gcs(
     defaults: &Settings,
 ) -> Result<Backend, ConfigError> {
     let bucket = bucket_of(fields, url, own, defaults, "gs")?;
+    no_query(fields, url, "gs")?;
     let path = match url {
         Some(u) => u.path.clone(),
         None => fields.string("path")?.unwrap_or_default(),
@@ -552,6 +553,7 @@ fn abs(
     env: &dyn Env,
 ) -> Result<AbsConfig, ConfigError> {
     let container = bucket_of(fields, url, own, defaults, "abs")?;
+    no_query(fields, url, "abs")?;
     let path = match url {
         Some(u) => u.path.clone(),
         None => fields.string("path")?.unwrap_or_default(),
@@ -573,6 +575,20 @@ fn abs(
     })
 }
 
+/// Refuses query parameters on a gs or abs URL: Litestream reads none there (it would silently
+/// drop an `?endpoint=`), so a setting put there would be lost.
+fn no_query(fields: &Fields, url: Option<&ReplicaUrl>, kind: &str) -> Result<(), ConfigError> {
+    match url.and_then(|u| u.query.first()) {
+        Some((name, _)) => Err(fields
+            .error(
+                "url",
+                format!("{kind} URLs take no query parameters, but this one has {name:?}"),
+            )
+            .hint("set it as a key of the replica next to url: (endpoint:, account-name: ...)")),
+        None => Ok(()),
+    }
+}
+
 /// The bucket of a gs or abs replica: its own `bucket:`, the URL's host, or the default.
 fn bucket_of(
     fields: &Fields,
@@ -592,4 +608,44 @@ fn bucket_of(
                     "set url: {kind}://BUCKET/PATH, or bucket: and path:"
                 ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Backend, Config};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn gs_and_abs_urls_take_no_query_parameters() {
+        for url in ["gs://b/db?x=1", "abs://acct@c/db?endpoint=http%3A%2F%2Fh"] {
+            let err = Config::from_args("/tmp/a.db", &[url], &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("URLs take no query parameters"), "{err}");
+        }
+    }
+
+    #[test]
+    fn gs_and_abs_urls_as_litestream_reads_them() {
+        let config = Config::from_args("/tmp/a.db", &["gs://b"], &no_env).unwrap();
+        let want = Backend::Gcs {
+            bucket: "b".into(),
+            path: String::new(),
+        };
+        assert_eq!(config.dbs[0].replicas[0].backend, want);
+        let env = |name: &str| (name == "LITESTREAM_AZURE_ACCOUNT_KEY").then(|| "a2V5".to_string());
+        let config = Config::from_args("/tmp/a.db", &["abs://acct@c/team/db"], &env).unwrap();
+        let Backend::Abs(abs) = &config.dbs[0].replicas[0].backend else {
+            panic!("not abs");
+        };
+        assert_eq!(abs.account_name.as_deref(), Some("acct"));
+        assert_eq!(
+            (abs.container.as_str(), abs.path.as_str()),
+            ("c", "team/db")
+        );
+        assert_eq!(abs.account_key.as_ref().map(|k| k.expose()), Some("a2V5"));
+    }
 }

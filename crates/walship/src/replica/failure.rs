@@ -170,7 +170,8 @@ pub(crate) fn classify_io(e: &io::Error) -> (ReplicaErrorKind, String) {
 /// says about retries.
 fn summary(e: &object_store::Error, text: &str, code: Option<&str>) -> String {
     if let Some(code) = code {
-        return match xml_element(text, "Message") {
+        // Azure's messages go on with `RequestId:` and `Time:` lines that help nobody here.
+        return match xml_element(text, "Message").and_then(|m| m.lines().next()) {
             Some(message) => format!("{code}: {message}"),
             None => code.to_string(),
         };

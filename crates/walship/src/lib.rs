@@ -3,6 +3,7 @@
 //! The engine grows here module by module (see `shared/DESIGN.md`); the `walship` binary in
 //! `main.rs` is its command line.
 
+pub mod compaction;
 pub mod config;
 pub mod db;
 mod error;

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use ltx::Txid;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use walship::compaction::{CompactionOptions, Compactor};
 use walship::config::{process_env, Config, DbConfig, DbSource};
 use walship::db::{Db, DbOptions};
 use walship::monitor::{Monitor, MonitorOptions};
@@ -93,13 +94,31 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
             .spawn(move || monitor.run(&flag))
             .context("starting a monitor thread")?;
         monitors.push(thread);
+        let compactor = Compactor::new(
+            store.clone(),
+            CompactionOptions::from_config(&config, db_config),
+        )?;
+        let (compacted_tx, compacted) = watch::channel(0u64);
+        let flag = stop_flag.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("compactor {name}"))
+            .spawn(move || compactor.run(&flag, compacted_tx))
+            .context("starting a compactor thread")?;
+        monitors.push(thread);
         let mut replicas = Vec::new();
         for (client, replica) in clients.into_iter().zip(&db_config.replicas) {
             let opts = UploaderOptions {
                 sync_interval: replica.sync_interval,
+                remote_retention: config.retention.enabled,
                 ..UploaderOptions::default()
             };
-            let (uploader, status) = Uploader::new(client, store.clone(), db_status.clone(), opts);
+            let (uploader, status) = Uploader::new(
+                client,
+                store.clone(),
+                db_status.clone(),
+                compacted.clone(),
+                opts,
+            );
             uploaders.spawn(uploader.run(stop_rx.clone(), config.shutdown_sync_timeout));
             replicas.push(ReplicaEntry::new(replica, status));
         }

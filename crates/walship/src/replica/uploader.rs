@@ -1,17 +1,27 @@
-//! The upload loop of one replica: ships the database's local L0 files in TXID order.
+//! The upload loop of one replica: mirrors the database's local store (every level) into it.
 //!
 //! Each replica has its own loop and its own position (the newest TXID it holds), so a slow or
-//! failing replica holds back neither the database nor the other replicas. The position comes
-//! from the replica itself when the loop starts, so a restart resumes where the replica is.
+//! failing replica holds back neither the database nor the other replicas. What the replica
+//! holds is listed once when the loop starts, so a restart resumes where the replica is, and
+//! then tracked in memory: an idle database makes no requests at all.
+//!
+//! L0 files go first, for the shortest lag; compacted files and snapshots follow. A replica that
+//! fell so far behind that the local store has compacted away the L0 files it lacks gets the
+//! covering level files first, then the L0 files after them. Files that local retention removed
+//! are deleted from the replica only once a coarser file in the replica covers them, so no
+//! restore ever meets a hole.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use ltx::Txid;
 use tokio::sync::watch;
 
+use crate::compaction::SNAPSHOT_LEVEL;
 use crate::monitor::DbStatus;
 use crate::replica::client::ReplicaClient;
-use crate::store::LocalStore;
+use crate::replica::layout::LtxKey;
+use crate::store::{LocalFile, LocalStore};
 use crate::{Error, Result};
 
 /// How often a replica uploads and how it backs off after failures.
@@ -23,6 +33,8 @@ pub struct UploaderOptions {
     pub retry_min: Duration,
     /// Longest wait between retries.
     pub retry_max: Duration,
+    /// Delete from the replica what local retention removed (Litestream's `retention.enabled`).
+    pub remote_retention: bool,
 }
 
 impl Default for UploaderOptions {
@@ -31,6 +43,7 @@ impl Default for UploaderOptions {
             sync_interval: Duration::from_secs(1),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
+            remote_retention: true,
         }
     }
 }
@@ -53,16 +66,21 @@ pub struct Uploader {
     client: ReplicaClient,
     store: LocalStore,
     db: watch::Receiver<DbStatus>,
+    /// Bumped by the compactor whenever it writes or removes files.
+    compactions: watch::Receiver<u64>,
     status: watch::Sender<ReplicaStatus>,
     opts: UploaderOptions,
+    /// What the replica holds, per level, once listed.
+    remote: Option<Vec<BTreeSet<(Txid, Txid)>>>,
 }
 
 impl Uploader {
-    /// A loop uploading `store`'s L0 files to `client`, woken by `db`'s captures.
+    /// A loop mirroring `store` into `client`, woken by `db`'s captures and by `compactions`.
     pub fn new(
         client: ReplicaClient,
         store: LocalStore,
         db: watch::Receiver<DbStatus>,
+        compactions: watch::Receiver<u64>,
         opts: UploaderOptions,
     ) -> (Uploader, watch::Receiver<ReplicaStatus>) {
         let (status, rx) = watch::channel(ReplicaStatus::default());
@@ -70,8 +88,10 @@ impl Uploader {
             client,
             store,
             db,
+            compactions,
             status,
             opts,
+            remote: None,
         };
         (uploader, rx)
     }
@@ -112,41 +132,112 @@ impl Uploader {
         }
     }
 
-    /// Returns at once if there is something to upload, else when the database captures more.
+    /// Returns at once if there is something to upload, else when the database captures more
+    /// or the compactor changes the store.
     async fn caught_up_then_changed(&mut self) {
         let position = self.status.borrow().position;
         let behind = |db: &DbStatus| db.txid.is_some() && db.txid > position;
-        if behind(&self.db.borrow_and_update()) || self.status.borrow().last_error.is_some() {
+        let compacted = self.compactions.has_changed().unwrap_or(false);
+        let is_behind = behind(&self.db.borrow_and_update());
+        let failing = self.status.borrow().last_error.is_some();
+        if compacted || is_behind || failing {
+            self.compactions.mark_unchanged();
             return;
         }
-        if self.db.wait_for(behind).await.is_err() {
-            // The monitor is gone; only the stop signal can end the loop now.
+        let (db, compactions) = (&mut self.db, &mut self.compactions);
+        let closed = tokio::select! {
+            r = db.wait_for(behind) => r.is_err(),
+            r = compactions.changed() => r.is_err(),
+        };
+        if closed {
+            // The monitor or compactor is gone; only the stop signal can end the loop now.
             std::future::pending::<()>().await;
         }
     }
 
-    /// Uploads every local L0 file newer than the replica's position, in TXID order.
-    async fn pass(&mut self) -> Result<()> {
-        let known = self.status.borrow().position;
-        let position = match known {
-            Some(p) => p,
-            None => self.client.max_txid(0).await?.unwrap_or(Txid(0)),
-        };
+    /// The newest TXID the replica can restore, assuming (as the uploads ensure) no holes.
+    fn position(&self) -> Txid {
+        let remote = self.remote.as_ref().expect("listed before use");
+        remote
+            .iter()
+            .filter_map(|level| level.last().map(|(_, max)| *max))
+            .max()
+            .unwrap_or(Txid(0))
+    }
+
+    /// Lists the replica once: afterwards its contents are known from what this loop did.
+    async fn list_remote(&mut self) -> Result<()> {
+        if self.remote.is_some() {
+            return Ok(());
+        }
+        let mut levels = Vec::with_capacity(SNAPSHOT_LEVEL as usize + 1);
+        for level in 0..=SNAPSHOT_LEVEL {
+            let files = self.client.list(level).await?;
+            levels.push(
+                files
+                    .into_iter()
+                    .map(|f| (f.key.min_txid, f.key.max_txid))
+                    .collect(),
+            );
+        }
+        self.remote = Some(levels);
+        let position = self.position();
         self.status.send_modify(|s| s.position = Some(position));
-        let mut position = position;
-        for file in self.store.list(0)? {
-            if file.max_txid <= position {
-                continue;
+        Ok(())
+    }
+
+    /// Uploads what the replica lacks, level by level, then deletes what retention removed.
+    async fn pass(&mut self) -> Result<()> {
+        self.list_remote().await?;
+        let local = (0..=SNAPSHOT_LEVEL)
+            .map(|level| self.store.list(level))
+            .collect::<Result<Vec<_>>>()?;
+        let position = self.position();
+        let l0_continues = local[0]
+            .iter()
+            .find(|f| f.max_txid > position)
+            .is_none_or(|f| f.min_txid.0 <= position.0 + 1);
+        let mut order: Vec<u32> = (1..=SNAPSHOT_LEVEL).collect();
+        if l0_continues {
+            order.insert(0, 0);
+        } else {
+            order.push(0);
+        }
+        for level in order {
+            self.upload_level(level, &local[level as usize]).await?;
+        }
+        if self.opts.remote_retention {
+            self.delete_removed(&local).await?;
+        }
+        Ok(())
+    }
+
+    async fn upload_level(&mut self, level: u32, files: &[LocalFile]) -> Result<()> {
+        let remote = &self.remote.as_ref().expect("listed")[level as usize];
+        let uploaded = remote.last().map_or(Txid(0), |(_, max)| *max);
+        for file in files.iter().filter(|f| f.max_txid > uploaded) {
+            if level == 0 {
+                let position = self.position();
+                if file.max_txid <= position {
+                    continue;
+                }
+                if file.min_txid.0 > position.0 + 1 {
+                    return Err(Error::Gap {
+                        replica: self.client.name().to_string(),
+                        position,
+                        next: file.min_txid,
+                    });
+                }
             }
-            if file.min_txid.0 != position.0 + 1 {
-                return Err(Error::Gap {
-                    replica: self.client.name().to_string(),
-                    position,
-                    next: file.min_txid,
-                });
-            }
-            let info = self.client.put_file(0, &file.path).await?;
-            position = file.max_txid;
+            let info = match self.client.put_file(level, &file.path).await {
+                Ok(info) => info,
+                // Retention removed it meanwhile: a coarser file covers it.
+                Err(_) if !file.path.exists() => continue,
+                Err(e) => return Err(e),
+            };
+            self.remote.as_mut().expect("listed")[level as usize]
+                .insert((file.min_txid, file.max_txid));
+            let position = self.position();
             self.status.send_modify(|s| {
                 s.position = Some(position);
                 s.last_upload = Some(SystemTime::now());
@@ -155,8 +246,42 @@ impl Uploader {
                 s.files_uploaded += 1;
                 s.bytes_uploaded += info.size;
             });
-            tracing::debug!(replica = self.client.name(), txid = %position, "uploaded");
+            tracing::debug!(replica = self.client.name(), level, txid = %file.max_txid, "uploaded");
         }
+        Ok(())
+    }
+
+    /// Deletes replica files that the local store no longer holds, older than its newest file
+    /// at their level, once a coarser file in the replica covers them.
+    async fn delete_removed(&mut self, local: &[Vec<LocalFile>]) -> Result<()> {
+        let remote = self.remote.as_ref().expect("listed");
+        let mut doomed = Vec::new();
+        for (level, files) in local.iter().enumerate() {
+            let Some(newest) = files.last() else { continue };
+            let held: BTreeSet<(Txid, Txid)> =
+                files.iter().map(|f| (f.min_txid, f.max_txid)).collect();
+            for &(min, max) in &remote[level] {
+                if max < newest.max_txid
+                    && !held.contains(&(min, max))
+                    && covered(remote, level, min, max)
+                {
+                    doomed.push(LtxKey::new(level as u32, min, max));
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.client.delete(&doomed).await?;
+        let remote = self.remote.as_mut().expect("listed");
+        for key in &doomed {
+            remote[key.level as usize].remove(&(key.min_txid, key.max_txid));
+        }
+        tracing::debug!(
+            replica = self.client.name(),
+            files = doomed.len(),
+            "deleted after retention"
+        );
         Ok(())
     }
 
@@ -168,4 +293,13 @@ impl Uploader {
             s.failing_since.get_or_insert_with(SystemTime::now);
         });
     }
+}
+
+/// Whether a file at a level above `level` spans `min..=max`, so the file is not needed.
+fn covered(remote: &[BTreeSet<(Txid, Txid)>], level: usize, min: Txid, max: Txid) -> bool {
+    remote[level + 1..]
+        .iter()
+        .flatten()
+        .any(|&(m, x)| m <= min && x >= max)
+        || (level == SNAPSHOT_LEVEL as usize && remote[level].iter().any(|&(_, x)| x > max))
 }

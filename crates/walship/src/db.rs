@@ -76,10 +76,13 @@ pub struct Position {
 pub enum FullReason {
     /// No earlier capture in this process: changes made while walship was away are unknown.
     FirstSync,
-    /// Another process restarted the WAL; frames walship had not captured may be gone.
+    /// Another process restarted the WAL while walship's read lock had lapsed, so frames
+    /// walship had not captured may be gone.
     WalRestarted,
-    /// The WAL shrank or vanished behind walship's back.
+    /// The WAL shrank or vanished while walship's read lock had lapsed.
     WalTruncated,
+    /// The database file was replaced (a restore, a copy over it): a different file now.
+    DbReplaced,
 }
 
 impl fmt::Display for FullReason {
@@ -88,6 +91,7 @@ impl fmt::Display for FullReason {
             FullReason::FirstSync => "first sync since start",
             FullReason::WalRestarted => "WAL restarted by another process",
             FullReason::WalTruncated => "WAL truncated by another process",
+            FullReason::DbReplaced => "the database file was replaced",
         })
     }
 }
@@ -144,9 +148,14 @@ pub struct Db {
     opts: DbOptions,
     pos: Option<Position>,
     next_txid: Txid,
-    /// Set when walship's own checkpoint backfilled the whole WAL after a capture of all of it:
-    /// the restart that follows loses nothing.
-    expect_restart: bool,
+    /// Set when the read lock could not be taken back after a checkpoint: until a capture in
+    /// full, a WAL restart by another process may have lost frames. While the lock holds, no
+    /// restart can: SQLite restarts the WAL only once every frame is backfilled, and a reader
+    /// stops backfill at its snapshot (at any frame of the WAL if it reads the database file
+    /// only), which is never past what walship has captured. `tests/db.rs` proves both facts.
+    read_lapsed: bool,
+    /// Why the first capture is in full: a start, or a replaced database file.
+    first_reason: FullReason,
 }
 
 impl Db {
@@ -198,9 +207,38 @@ impl Db {
             opts,
             pos: None,
             next_txid,
-            expect_restart: false,
+            read_lapsed: false,
+            first_reason: FullReason::FirstSync,
         };
         db.begin_read()?;
+        Ok(db)
+    }
+
+    /// Whether the path now names another file than the one open (a restore or copy replaced
+    /// it): then [`Db::reopen`] must follow it.
+    pub fn replaced(&self) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let open = self.db_file.metadata().map_err(|e| self.db_io(e))?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) => Ok((now.dev(), now.ino()) != (open.dev(), open.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Db {
+                path: self.path.clone(),
+                reason: "the database file was deleted; walship keeps the open file and \
+                         resumes when a database appears at this path again"
+                    .into(),
+            }),
+            Err(e) => Err(self.db_io(e)),
+        }
+    }
+
+    /// Opens the file now at the path, with TXIDs continuing; its first capture is in full.
+    pub fn reopen(&self) -> Result<Db> {
+        let opts = DbOptions {
+            min_txid: self.next_txid,
+            ..self.opts.clone()
+        };
+        let mut db = Db::open(&self.path, opts)?;
+        db.first_reason = FullReason::DbReplaced;
         Ok(db)
     }
 
@@ -274,8 +312,6 @@ impl Db {
             Some(p) => Some(self.commit(p)?),
             None => None,
         };
-        // Only once the capture is durable may the restart that follows be taken as lossless.
-        self.expect_restart = complete && self.pos.is_some();
         Ok(Some(Checkpointed { synced, complete }))
     }
 
@@ -288,7 +324,10 @@ impl Db {
                 Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
             });
         // The read lock comes back whatever the checkpoint did.
-        self.begin_read()?;
+        if let Err(e) = self.begin_read() {
+            self.read_lapsed = true;
+            return Err(e);
+        }
         let (log, backfilled) = match counts {
             Ok(c) => c,
             Err(e) if is_busy(&e) => (-1, -2),
@@ -329,10 +368,14 @@ impl Db {
             }
         };
         let Some(pos) = self.pos else {
-            return self.capture_full(wal, FullReason::FirstSync);
+            let reason = self.first_reason;
+            return self.capture_full(wal, reason);
         };
+        if self.reader.is_autocommit() {
+            self.begin_read()?;
+        }
         let Some(mut wal) = wal else {
-            return if pos.end.offset > WAL_HEADER_SIZE {
+            return if self.read_lapsed && pos.end.offset > WAL_HEADER_SIZE {
                 self.capture_full(None, FullReason::WalTruncated)
             } else {
                 Ok(None)
@@ -341,10 +384,10 @@ impl Db {
         let salts = (wal.header().salt1, wal.header().salt2);
         let start = if salts == pos.salts {
             pos.end
-        } else if self.expect_restart {
-            wal.start()
-        } else {
+        } else if self.read_lapsed {
             return self.capture_full(Some(wal), FullReason::WalRestarted);
+        } else {
+            wal.start()
         };
         let Some(committed) = wal.committed(start, max_bytes)? else {
             return Ok(None);
@@ -517,9 +560,8 @@ impl Db {
     /// Makes a pending capture durable and advances the position.
     fn commit(&mut self, p: Pending) -> Result<Synced> {
         let file = p.file.commit(p.header.timestamp)?;
-        let restarted = self.pos.is_some_and(|old| old.salts != p.pos.salts);
-        if restarted || matches!(p.kind, CaptureKind::Full(_)) {
-            self.expect_restart = false;
+        if matches!(p.kind, CaptureKind::Full(_)) {
+            self.read_lapsed = false;
         }
         self.pos = Some(p.pos);
         self.next_txid = Txid(p.pos.txid.0 + 1);

@@ -140,6 +140,10 @@ impl Monitor {
             return Ok(());
         }
         self.next_sync = now + self.opts.monitor_interval;
+        if self.db.replaced()? {
+            tracing::warn!(db = %self.db.path().display(), "the database file was replaced (restored or copied over?): following the new file");
+            self.db = self.db.reopen()?;
+        }
         if self.db.needs_sync()? {
             let started = Instant::now();
             let synced = self.db.sync().inspect_err(|_| {

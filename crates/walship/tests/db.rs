@@ -201,3 +201,145 @@ fn litestream_restores_what_walship_captured() {
     assert_eq!(first_different_page(&want, &got, 4096), None);
     assert_eq!(integrity_check(&restored), "ok");
 }
+
+fn wal_checkpoint(conn: &Connection, mode: &str) -> (i64, i64, i64) {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .unwrap()
+}
+
+fn wal_len(db: &Path) -> u64 {
+    std::fs::metadata(format!("{}-wal", db.display())).map_or(0, |m| m.len())
+}
+
+/// The SQLite facts walship's capture rests on (DESIGN.md, "The WAL, the read lock"): a reader
+/// that began on a fully checkpointed WAL reads the database file only and stops all further
+/// backfill; a reader that began with frames in the WAL stops backfill at its snapshot. Either
+/// way no frame newer than the reader's start can be backfilled, so the WAL cannot restart
+/// past it.
+#[test]
+fn a_reader_stops_backfill_at_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let app = app(&path);
+    app.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    insert(&app, 20, "a");
+    assert_eq!(wal_checkpoint(&app, "TRUNCATE").0, 0);
+    assert_eq!(wal_len(&path), 0);
+
+    // Read mark 0: the reader began on an empty WAL.
+    let reader = Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    insert(&app, 30, "b");
+    // No busy wait: a refused checkpoint should answer at once.
+    let other = Connection::open(&path).unwrap();
+    other.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let (_, log, done) = wal_checkpoint(&other, "PASSIVE");
+    assert!(
+        log > 0 && done == 0,
+        "backfilled {done} of {log} frames past a mark-0 reader"
+    );
+    let (busy, _, _) = wal_checkpoint(&other, "TRUNCATE");
+    assert_eq!(busy, 1, "TRUNCATE went past a reader");
+    reader.execute_batch("ROLLBACK").unwrap();
+
+    // Read mark k: the reader began with frames in the WAL; later frames stay unbackfilled.
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    let (_, at_start, _) = wal_checkpoint(&other, "PASSIVE");
+    insert(&app, 30, "c");
+    let (_, log, done) = wal_checkpoint(&other, "PASSIVE");
+    assert!(
+        done <= at_start && log > at_start,
+        "backfilled {done} frames, past the reader's {at_start} (WAL holds {log})"
+    );
+    reader.execute_batch("ROLLBACK").unwrap();
+    let (_, log, done) = wal_checkpoint(&other, "PASSIVE");
+    assert_eq!(done, log, "without the reader everything is backfilled");
+}
+
+/// While walship holds its read lock, WAL restarts and truncations by the application lose
+/// nothing, so walship follows them incrementally (Litestream and earlier walship captured the
+/// whole database each time, e.g. on the first write after start on an empty WAL).
+#[test]
+fn restarts_and_truncations_by_the_application_are_followed_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let app = app(&path);
+    insert(&app, 40, "a");
+    assert_eq!(wal_checkpoint(&app, "TRUNCATE").0, 0);
+
+    let checkpointer = Connection::open(&path).unwrap();
+    checkpointer
+        .busy_timeout(std::time::Duration::ZERO)
+        .unwrap();
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    let first = db.sync().unwrap().unwrap();
+    assert_eq!(first.kind, CaptureKind::Full(FullReason::FirstSync));
+    let mut kinds = Vec::new();
+    for round in 0..6 {
+        // A new WAL header (new salts) on the first write after an empty WAL.
+        insert(&app, 25, &format!("r{round}"));
+        kinds.extend(db.sync().unwrap().map(|s| s.kind));
+        // The application's own checkpoints: refused while new frames exist ...
+        assert_eq!(wal_checkpoint(&checkpointer, "TRUNCATE").0, 1);
+        insert(&app, 5, &format!("s{round}"));
+        // ... walship's cycle backfills everything, then the application truncates the WAL.
+        kinds.extend(db.checkpoint().unwrap().unwrap().synced.map(|s| s.kind));
+        let (busy, _, _) = wal_checkpoint(&checkpointer, "TRUNCATE");
+        assert_eq!(
+            busy, 0,
+            "round {round}: nothing new, so the truncation goes through"
+        );
+        assert_eq!(wal_len(&path), 0);
+        assert!(
+            db.sync().unwrap().is_none(),
+            "an empty WAL holds nothing new"
+        );
+        assert_same(&l0_files(&db), &path);
+    }
+    assert!(kinds.len() >= 12, "{kinds:?}");
+    assert!(
+        kinds.iter().all(|k| *k == CaptureKind::Incremental),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_replaced_database_file_is_followed_with_a_full_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let app_conn = app(&path);
+    insert(&app_conn, 30, "old");
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    db.sync().unwrap();
+    assert!(!db.replaced().unwrap());
+    drop(app_conn);
+
+    // A restore writes a new file and renames it over the database.
+    let other = dir.path().join("restored.db");
+    let conn = app(&other);
+    insert(&conn, 7, "restored");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    std::fs::rename(&other, &path).unwrap();
+    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+
+    assert!(db.replaced().unwrap());
+    let mut db = db.reopen().unwrap();
+    let synced = db.sync().unwrap().unwrap();
+    assert_eq!(synced.kind, CaptureKind::Full(FullReason::DbReplaced));
+    assert_eq!(synced.header.min_txid, Txid(2), "TXIDs continue");
+    let app_conn = app(&path);
+    insert(&app_conn, 3, "after");
+    assert_eq!(db.sync().unwrap().unwrap().kind, CaptureKind::Incremental);
+    assert_same(&l0_files(&db), &path);
+}

@@ -363,3 +363,55 @@ fn commits_from_short_lived_connections_in_another_process_are_captured() {
     );
     assert_eq!(rows(&out), (4, 4), "{log_text}");
 }
+
+#[test]
+fn a_database_replaced_while_replicating_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let log = dir.path().join("walship.log");
+    let db_arg = db.display().to_string();
+    let mut ws = spawn_walship(&[&db_arg, &url], None, &[], &log);
+    for i in 1..=40 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'old')", [i])
+            .unwrap();
+    }
+    drop(conn);
+    let probe = dir.path().join("probe.db");
+    let has = |n: i64| {
+        litestream_restore(&url, &probe, None, None)
+            .status
+            .success()
+            && rows(&probe).0 == n
+    };
+    assert!(wait_until(Duration::from_secs(20), || has(40)));
+
+    // Put another database in its place, as a restore to a temporary name and a rename does.
+    let other = dir.path().join("other.db");
+    let conn = app(&other);
+    for i in 1..=7 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 1, 'new')", [i])
+            .unwrap();
+    }
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    std::fs::rename(&other, &db).unwrap();
+    let _ = std::fs::remove_file(format!("{}-wal", db.display()));
+    let _ = std::fs::remove_file(format!("{}-shm", db.display()));
+    let conn = app(&db);
+    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (8, 2, 'after')", [])
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || has(8)),
+        "the replica never showed the new file\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let want = checkpointed_image(&db);
+    let got = std::fs::read(&probe).unwrap();
+    assert_eq!(first_different_page(&want, &got, 4096), None);
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the database file was replaced"), "{text}");
+}

@@ -4,24 +4,17 @@
 //! read from the environment behind the caller's back.
 
 use std::fmt;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
-use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, RetryConfig};
+use object_store::ObjectStore;
 
 use super::client::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE};
 use super::failure::invalid_config;
+use super::http;
 use super::layout::{KeyScheme, Layout};
 use crate::Result;
-
-/// Time allowed to open a TCP (and TLS) connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Time a connection may go without delivering data before it counts as stalled. There is no
-/// limit on a whole request: downloading a large snapshot may rightly take many minutes.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to reach an S3 (or S3-compatible) replica. Every setting is explicit: nothing is read
 /// from the environment, so the caller decides where credentials and CA bundles come from.
@@ -121,26 +114,11 @@ pub(super) fn open(replica: &str, opts: &S3Options) -> Result<(Arc<dyn ObjectSto
         let location = format!("{bucket_url}/{}", opts.prefix);
         invalid_config(replica, location, e.to_string(), hint)
     })?;
-    let mut client = ClientOptions::new()
-        .with_allow_http(opts.endpoint_url().starts_with("http://"))
-        .with_allow_invalid_certificates(opts.skip_verify)
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_read_timeout(READ_TIMEOUT)
-        .with_timeout_disabled();
-    if let Some(bundle) = &opts.ca_bundle {
-        let certificates = load_ca_bundle(bundle).map_err(|cause| {
-            let hint = "point AWS_CA_BUNDLE (or `ca-bundle`) at a PEM file of CA certificates, \
-                        or unset it";
-            invalid_config(replica, bundle.display().to_string(), cause, hint)
-        })?;
-        // Added to the system's roots, not instead of them.
-        for certificate in certificates {
-            client = client.with_root_certificate(certificate);
-        }
-    }
+    let client = http::client_options(replica, &opts.endpoint_url(), opts.ca_bundle.as_deref())?
+        .with_allow_invalid_certificates(opts.skip_verify);
     let store = builder(opts)
         .with_client_options(client)
-        .with_retry(retry_config())
+        .with_retry(http::retry_config())
         .build()
         .map_err(|e| invalid_config(replica, bucket_url, e.to_string(), "fix the S3 settings"))?;
     Ok((Arc::new(store), layout))
@@ -180,33 +158,6 @@ fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> String {
         Some((scheme, host)) => format!("{scheme}://{bucket}.{host}"),
         None => format!("https://{bucket}.{endpoint}"),
     }
-}
-
-/// Retries of transient HTTP failures (5xx, 429, connection errors, timeouts of idempotent
-/// requests): at most 3, backing off from 100 ms doubling up to 1 s, none started after 10 s.
-/// With the 3 s connect timeout an unreachable endpoint fails within about 13 s (a refused
-/// connection within a second) instead of object_store's default of 10 retries over 3 minutes.
-fn retry_config() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(10),
-    }
-}
-
-/// The certificates of a PEM bundle.
-fn load_ca_bundle(path: &FsPath) -> std::result::Result<Vec<Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA bundle: {e}"))?;
-    let certificates =
-        Certificate::from_pem_bundle(&pem).map_err(|e| format!("the CA bundle is not PEM: {e}"))?;
-    if certificates.is_empty() {
-        return Err("the CA bundle holds no certificates".into());
-    }
-    Ok(certificates)
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 mod azurite;
 pub mod db;
 mod gcs;
+mod proxy;
 
 pub use azurite::{npm_bin, AzuriteServer, Blob, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use gcs::GcsServer;
+pub use proxy::{Fault, Proxy, Request};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

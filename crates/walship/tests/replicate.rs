@@ -415,3 +415,64 @@ fn a_database_replaced_while_replicating_is_followed() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the database file was replaced"), "{text}");
 }
+
+#[test]
+fn exec_replicates_while_the_child_runs_and_exits_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    drop(app(&db));
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let python = testkit::venv_bin("python");
+    // The child commits 100 rows and exits 3 at once: only the final capture can catch the last.
+    let script = format!(
+        "import sqlite3\nc = sqlite3.connect({db:?})\n\
+         for i in range(1, 101):\n    c.execute(\"INSERT INTO rows(id, tx, pad) VALUES (?, 0, 1)\", (i,))\n    c.commit()\n\
+         raise SystemExit(3)\n",
+        db = db.display().to_string()
+    );
+    let cmd = format!("{} -c '{script}'", python.display());
+    let out = walship()
+        .args(["replicate", "-exec", &cmd])
+        .arg(&db)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{log}");
+    let restored = dir.path().join("restored.db");
+    let res = litestream_restore(&url, &restored, None, None);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(rows(&restored), (100, 100), "{log}");
+
+    // SIGTERM to walship reaches the child; walship exits with the child's status.
+    let script = "import signal, sys, time\n\
+                  signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n\
+                  print(\"child\" + \"-ready\", flush=True)\ntime.sleep(60)\n";
+    let log_path = dir.path().join("walship.log");
+    let mut ws = ChildGuard::spawn(
+        walship()
+            .args([
+                "replicate",
+                "-exec",
+                &format!("{} -c '{script}'", python.display()),
+            ])
+            .arg(&db)
+            .arg(&url),
+        &log_path,
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log_path).is_ok_and(|t| t.contains("child-ready"))
+    }));
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let status = ws.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+}

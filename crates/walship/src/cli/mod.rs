@@ -47,6 +47,7 @@ const LONG_FLAGS: &[&str] = &[
     "dry-run",
     "json",
     "force",
+    "exec",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name...` for the known long flags.
@@ -88,14 +89,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize(std::env::args_os()));
     let result = match cli.command {
         Command::Replicate(args) => replicate::run(args),
-        Command::Restore(args) => restore::run(args),
+        Command::Restore(args) => restore::run(args).map(|()| ExitCode::SUCCESS),
         Command::Version => {
             println!("walship v{}", walship::VERSION);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("walship: {e:#}");
             ExitCode::FAILURE

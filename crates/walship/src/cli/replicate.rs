@@ -2,6 +2,7 @@
 //! signal arrives, then capture and upload what is left.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -32,14 +33,21 @@ pub struct ReplicateArgs {
     /// Log level: debug, info, warn or error (overrides the config file).
     #[arg(long)]
     log_level: Option<String>,
+    /// Run this command (through `sh -c`) while replicating; when it exits, make a final
+    /// capture and upload and exit with its status (overrides `exec:` in the config file).
+    #[arg(long, value_name = "CMD")]
+    exec: Option<String>,
     /// DB_PATH REPLICA_URL [REPLICA_URL...], instead of a config file.
     #[arg(value_name = "DB_PATH REPLICA_URL")]
     args: Vec<String>,
 }
 
-/// Runs the command.
-pub fn run(args: ReplicateArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+/// Runs the command; the exit status is the `-exec` child's, else success.
+pub fn run(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(&args)?;
+    if args.exec.is_some() {
+        config.exec = args.exec.clone();
+    }
     init_logging(
         args.log_level
             .as_deref()
@@ -76,7 +84,7 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replicate(config: Config) -> anyhow::Result<()> {
+async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
     let started_at = SystemTime::now();
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -142,8 +150,14 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    wait_for_signal().await?;
-    tracing::info!("signal received: final capture and upload");
+    let code = match &config.exec {
+        Some(cmd) => run_child(cmd).await?,
+        None => {
+            wait_for_signal().await?;
+            tracing::info!("signal received: final capture and upload");
+            ExitCode::SUCCESS
+        }
+    };
     stop_flag.store(true, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || monitors.into_iter().for_each(|t| drop(t.join())))
         .await
@@ -154,9 +168,47 @@ async fn replicate(config: Config) -> anyhow::Result<()> {
         server.await.context("stopping the HTTP server")??;
     }
     tracing::info!("stopped");
-    Ok(())
+    Ok(code)
 }
 
+/// Runs `cmd` (split into words as a shell would, but run without one, as Litestream does, so
+/// that signals reach the program itself) with walship's stdin, stdout and stderr, passing
+/// SIGINT and SIGTERM on to it, until it exits; returns the status to exit with (128 + signal
+/// if a signal ended it, as shells report it).
+async fn run_child(cmd: &str) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::ExitStatusExt;
+    use tokio::signal::unix::{signal, SignalKind};
+    let words = shell_words::split(cmd).with_context(|| format!("cannot parse -exec {cmd:?}"))?;
+    let Some((program, args)) = words.split_first() else {
+        bail!("-exec is empty: give the command to run");
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .spawn()
+        .with_context(|| format!("cannot run -exec command {program:?}"))?;
+    tracing::info!(pid = child.id(), "running {cmd:?}");
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let pid = child.id().map(|p| p as libc::pid_t);
+    let status = loop {
+        let forward = tokio::select! {
+            status = child.wait() => break status.context("waiting for the -exec command")?,
+            _ = term.recv() => libc::SIGTERM,
+            _ = int.recv() => libc::SIGINT,
+        };
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on the child walship spawned and has not reaped yet.
+            unsafe { libc::kill(pid, forward) };
+        }
+    };
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    };
+    tracing::info!("{cmd:?} exited with status {code}: final capture and upload");
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
 /// Opens a database with TXIDs continuing past whatever its replicas already hold.
 async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
     let DbSource::Path(path) = &cfg.source else {

@@ -67,8 +67,9 @@ test: lint rust-test py-test
 
 bench: venv
 	cargo bench -p ltx --bench codec
-	cargo build --release -p walship
+	cargo build --release -p walship -p testkit --bin walship --bin count-proxy
 	$(PY) bench/writer_speed.py
+	$(PY) bench/replica_cost.py
 
 # Re-pin the Python test dependencies after editing requirements-dev.in.
 lock:

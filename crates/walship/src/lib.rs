@@ -6,6 +6,7 @@
 pub mod compaction;
 pub mod config;
 pub mod db;
+pub mod discover;
 mod error;
 pub mod metrics;
 pub mod monitor;

@@ -5,6 +5,7 @@
 //! replication path waits for a reader of the status.
 
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -24,7 +25,8 @@ const MIN_LAGGING_AFTER: Duration = Duration::from_secs(10);
 /// Everything a status page shows, collected from the live channels.
 pub struct StatusBoard {
     started_at: SystemTime,
-    databases: Vec<DatabaseEntry>,
+    /// Grows when a watched directory gains a database.
+    databases: RwLock<Vec<DatabaseEntry>>,
 }
 
 /// One database on the board.
@@ -135,8 +137,16 @@ impl StatusBoard {
     pub fn new(started_at: SystemTime, databases: Vec<DatabaseEntry>) -> Self {
         StatusBoard {
             started_at,
-            databases,
+            databases: RwLock::new(databases),
         }
+    }
+
+    /// Adds a database that started replicating after the others.
+    pub fn add(&self, entry: DatabaseEntry) {
+        self.databases
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
     }
 
     /// The state of everything as of now.
@@ -147,7 +157,13 @@ impl StatusBoard {
             pid: std::process::id(),
             started_at: format_rfc3339_nano(self.started_at),
             now: format_rfc3339_nano(now),
-            databases: self.databases.iter().map(|d| d.report(now)).collect(),
+            databases: self
+                .databases
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|d| d.report(now))
+                .collect(),
         }
     }
 }

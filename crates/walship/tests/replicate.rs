@@ -83,6 +83,12 @@ fn replicas_on_file_and_s3_restore_with_litestream_latest_and_in_the_past() {
     .unwrap();
     let log = dir.path().join("walship.log");
     let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
+    // The probes in the past start from the first commit: walship must have captured the
+    // database by then, however slowly it started on a loaded machine.
+    let l0 = dir.path().join(".app.db-litestream/ltx/0");
+    assert!(wait_until(Duration::from_secs(30), || {
+        std::fs::read_dir(&l0).is_ok_and(|mut d| d.next().is_some())
+    }));
 
     let writer = Writer::start(&db);
     std::thread::sleep(Duration::from_secs(5));
@@ -475,4 +481,52 @@ fn exec_replicates_while_the_child_runs_and_exits_with_its_status() {
         "{}",
         std::fs::read_to_string(&log_path).unwrap()
     );
+}
+
+#[test]
+fn a_watched_directory_replicates_every_database_in_it_including_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("team")).unwrap();
+    let replica = dir.path().join("replica");
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n      url: file://{}\n",
+            data.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let insert = |db: &Path, n: i64| {
+        let conn = app(db);
+        for i in 1..=n {
+            conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i])
+                .unwrap();
+        }
+    };
+    insert(&data.join("a.db"), 3);
+    insert(&data.join("team/b.db"), 5);
+    std::fs::write(data.join("notes.db"), "not a database").unwrap();
+    let log = dir.path().join("walship.log");
+    let mut ws = spawn_walship(&[], Some(&config), &[], &log);
+
+    // A database created while walship runs is found by the watch.
+    std::thread::sleep(Duration::from_millis(500));
+    insert(&data.join("team/c.db"), 7);
+    let restored = |rel: &str, n: i64| {
+        let out = dir.path().join("probe.db");
+        let url = format!("file://{}", replica.join(rel).display());
+        litestream_restore(&url, &out, None, None).status.success() && rows(&out).0 == n
+    };
+    for (rel, n) in [("a.db", 3), ("team/b.db", 5), ("team/c.db", 7)] {
+        assert!(
+            wait_until(Duration::from_secs(20), || restored(rel, n)),
+            "{rel} never reached its replica\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(!replica.join("notes.db").exists());
 }

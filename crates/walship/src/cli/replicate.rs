@@ -1,11 +1,12 @@
 //! `walship replicate`: monitor databases and ship their changes to every replica until a
 //! signal arrives, then capture and upload what is left.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use ltx::Txid;
@@ -14,6 +15,7 @@ use tokio::task::JoinSet;
 use walship::compaction::{CompactionOptions, Compactor};
 use walship::config::{process_env, Config, DbConfig, DbSource};
 use walship::db::{Db, DbOptions};
+use walship::discover::Discovery;
 use walship::monitor::{Monitor, MonitorOptions};
 use walship::replica::client::ReplicaClient;
 use walship::replica::client_for;
@@ -84,40 +86,48 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
-    let started_at = SystemTime::now();
-    let stop_flag = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut monitors = Vec::new();
-    let mut uploaders = JoinSet::new();
-    let mut board = Vec::new();
-    for db_config in &config.dbs {
+/// Everything running for the databases: their threads, upload tasks and status board.
+struct Replication {
+    config: Arc<Config>,
+    stop_flag: Arc<AtomicBool>,
+    stop_rx: watch::Receiver<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    uploaders: JoinSet<()>,
+    board: Arc<StatusBoard>,
+    /// The database files being replicated, so a watched directory adds each only once.
+    running: HashSet<PathBuf>,
+}
+
+impl Replication {
+    /// Starts the monitor, compactor and uploaders of one database.
+    async fn start(&mut self, db_config: &DbConfig) -> anyhow::Result<()> {
         let (db, clients) = open_db(db_config).await?;
         let store = db.store().clone();
-        let name = db.path().display().to_string();
+        let path = db.path().to_path_buf();
+        let name = path.display().to_string();
         let (monitor, db_status) = Monitor::new(db, monitor_options(db_config));
-        let flag = stop_flag.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("monitor {name}"))
-            .spawn(move || monitor.run(&flag))
-            .context("starting a monitor thread")?;
-        monitors.push(thread);
-        let compactor = Compactor::new(
-            store.clone(),
-            CompactionOptions::from_config(&config, db_config),
-        )?;
+        let flag = self.stop_flag.clone();
+        self.threads.push(
+            std::thread::Builder::new()
+                .name(format!("monitor {name}"))
+                .spawn(move || monitor.run(&flag))
+                .context("starting a monitor thread")?,
+        );
+        let compaction = CompactionOptions::from_config(&self.config, db_config);
+        let compactor = Compactor::new(store.clone(), compaction)?;
         let (compacted_tx, compacted) = watch::channel(0u64);
-        let flag = stop_flag.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("compactor {name}"))
-            .spawn(move || compactor.run(&flag, compacted_tx))
-            .context("starting a compactor thread")?;
-        monitors.push(thread);
+        let flag = self.stop_flag.clone();
+        self.threads.push(
+            std::thread::Builder::new()
+                .name(format!("compactor {name}"))
+                .spawn(move || compactor.run(&flag, compacted_tx))
+                .context("starting a compactor thread")?,
+        );
         let mut replicas = Vec::new();
         for (client, replica) in clients.into_iter().zip(&db_config.replicas) {
             let opts = UploaderOptions {
                 sync_interval: replica.sync_interval,
-                remote_retention: config.retention.enabled,
+                remote_retention: self.config.retention.enabled,
                 ..UploaderOptions::default()
             };
             let (uploader, status) = Uploader::new(
@@ -127,20 +137,64 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
                 compacted.clone(),
                 opts,
             );
-            uploaders.spawn(uploader.run(stop_rx.clone(), config.shutdown_sync_timeout));
+            let stop = self.stop_rx.clone();
+            self.uploaders
+                .spawn(uploader.run(stop, self.config.shutdown_sync_timeout));
             replicas.push(ReplicaEntry::new(replica, status));
         }
         tracing::info!(db = %name, replicas = db_config.replicas.len(), "replicating");
-        board.push(DatabaseEntry {
-            path: PathBuf::from(&name),
+        self.board.add(DatabaseEntry {
+            path: path.clone(),
             status: db_status,
             replicas,
         });
+        self.running.insert(path);
+        Ok(())
     }
-    let board = Arc::new(StatusBoard::new(started_at, board));
+
+    /// Starts every database of a `dir:` config that is not running yet. At start a failure
+    /// ends walship; for databases that appear later it is logged and retried at the next scan.
+    async fn start_dir(&mut self, template: &DbConfig, dir: &Discovery) -> anyhow::Result<()> {
+        for path in dir.databases()? {
+            if !self.running.contains(&path) {
+                self.start(&dir.config_for(template, &path)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often watched directories are scanned for new databases.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let config = Arc::new(config);
+    let mut replication = Replication {
+        config: config.clone(),
+        stop_flag: Arc::new(AtomicBool::new(false)),
+        stop_rx: stop_rx.clone(),
+        threads: Vec::new(),
+        uploaders: JoinSet::new(),
+        board: Arc::new(StatusBoard::new(SystemTime::now(), Vec::new())),
+        running: HashSet::new(),
+    };
+    let mut watched = Vec::new();
+    for db_config in &config.dbs {
+        match &db_config.source {
+            DbSource::Path(_) => replication.start(db_config).await?,
+            DbSource::Dir(dir) => {
+                let discovery = Discovery::new(dir)?;
+                replication.start_dir(db_config, &discovery).await?;
+                if dir.watch {
+                    watched.push((db_config.clone(), discovery));
+                }
+            }
+        }
+    }
     let server = match &config.addr {
         Some(addr) => {
-            let server = Server::bind(addr, board.clone()).await?;
+            let server = Server::bind(addr, replication.board.clone()).await?;
             tracing::info!(
                 "serving /status, /metrics and /healthz on http://{}",
                 server.local_addr()?
@@ -150,20 +204,41 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let code = match &config.exec {
-        Some(cmd) => run_child(cmd).await?,
-        None => {
-            wait_for_signal().await?;
-            tracing::info!("signal received: final capture and upload");
-            ExitCode::SUCCESS
+    let until_done = async {
+        match &config.exec {
+            Some(cmd) => run_child(cmd).await,
+            None => {
+                wait_for_signal().await?;
+                tracing::info!("signal received: final capture and upload");
+                Ok(ExitCode::SUCCESS)
+            }
         }
     };
-    stop_flag.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || monitors.into_iter().for_each(|t| drop(t.join())))
+    let watching = async {
+        if watched.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            for (template, discovery) in &watched {
+                if let Err(e) = replication.start_dir(template, discovery).await {
+                    tracing::error!("{e:#}");
+                }
+            }
+        }
+    };
+    let code = tokio::select! {
+        code = until_done => code?,
+        never = watching => never,
+    };
+
+    replication.stop_flag.store(true, Ordering::Relaxed);
+    let threads = std::mem::take(&mut replication.threads);
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
         .await
         .context("waiting for the monitors")?;
     let _ = stop_tx.send(true);
-    while uploaders.join_next().await.is_some() {}
+    while replication.uploaders.join_next().await.is_some() {}
     if let Some(server) = server {
         server.await.context("stopping the HTTP server")??;
     }
@@ -212,7 +287,7 @@ async fn run_child(cmd: &str) -> anyhow::Result<ExitCode> {
 /// Opens a database with TXIDs continuing past whatever its replicas already hold.
 async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
     let DbSource::Path(path) = &cfg.source else {
-        bail!("`dir` configs are not supported yet: list each database with `path`");
+        bail!("internal error: a dir config reached open_db unexpanded");
     };
     if !path.exists() {
         bail!(

@@ -3,6 +3,7 @@
 //! Litestream's flags are Go flags, one dash and a long name; GNU-style `--config` is accepted
 //! too. Single-dash long flags are rewritten to double-dash before clap sees them.
 
+mod ltx;
 mod replicate;
 mod restore;
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use walship::config::{process_env, Config, ParseOptions};
+use walship::config::{process_env, Config, DbSource, ParseOptions, ReplicaConfig};
 
 /// Streaming SQLite replication to object storage, compatible with Litestream 0.5.
 #[derive(Parser)]
@@ -27,6 +28,10 @@ enum Command {
     Replicate(replicate::ReplicateArgs),
     /// Restore a database from a replica, as of the latest state, a timestamp or a TXID.
     Restore(restore::RestoreArgs),
+    /// List a replica's LTX files per level.
+    Ltx(ltx::LtxArgs),
+    /// List the databases and replicas of a config file.
+    Databases(ltx::DatabasesArgs),
     /// Print the version.
     Version,
 }
@@ -48,6 +53,7 @@ const LONG_FLAGS: &[&str] = &[
     "json",
     "force",
     "exec",
+    "level",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name...` for the known long flags.
@@ -84,12 +90,53 @@ fn load_config_file(path: Option<&Path>, no_expand_env: bool) -> anyhow::Result<
     Ok((parsed.config, path))
 }
 
+/// The replica named by `source` (a URL, or a database path in the config file: its first
+/// replica), and the database path it belongs to, if the config gave one.
+fn replica_of(
+    source: &str,
+    config: Option<&Path>,
+    no_expand_env: bool,
+) -> anyhow::Result<(ReplicaConfig, Option<PathBuf>)> {
+    if is_url(source) {
+        if config.is_some() {
+            anyhow::bail!("give either a REPLICA_URL or -config FILE with a DB_PATH, not both");
+        }
+        let parsed = Config::from_args("replica.db", &[source], &process_env)?;
+        return Ok((parsed.dbs[0].replicas[0].clone(), None));
+    }
+    let (parsed, path) = load_config_file(config, no_expand_env)?;
+    let db_path = Path::new(source);
+    let wanted = std::path::absolute(db_path)?;
+    let db = parsed
+        .dbs
+        .iter()
+        .find(|db| matches!(&db.source, DbSource::Path(p) if std::path::absolute(p).ok().as_ref() == Some(&wanted)))
+        .ok_or_else(|| anyhow::anyhow!("database {} is not in {}", db_path.display(), path.display()))?;
+    let replica = db.replicas.first().ok_or_else(|| {
+        anyhow::anyhow!(
+            "database {} has no replica in {}",
+            db_path.display(),
+            path.display()
+        )
+    })?;
+    Ok((replica.clone(), Some(db_path.to_path_buf())))
+}
+
+/// Whether `text` is a URL (`scheme://...`) rather than a database path, as Litestream decides.
+fn is_url(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
 /// Runs the command line; errors are printed with their causes, and exit with status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize(std::env::args_os()));
     let result = match cli.command {
         Command::Replicate(args) => replicate::run(args),
         Command::Restore(args) => restore::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Ltx(args) => ltx::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Databases(args) => ltx::databases(args).map(|()| ExitCode::SUCCESS),
         Command::Version => {
             println!("walship v{}", walship::VERSION);
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use ltx::Txid;
 use serde_json::json;
-use walship::config::{process_env, Config, DbSource, ReplicaConfig};
+use walship::config::{process_env, ReplicaConfig};
 use walship::replica::client::ReplicaClient;
 use walship::replica::client_for;
 use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
@@ -156,44 +156,15 @@ fn target(args: &RestoreArgs) -> anyhow::Result<Target> {
 
 /// The replica to read and the path to write, from a URL and -o, or from the config file.
 fn resolve(args: &RestoreArgs) -> anyhow::Result<(ReplicaConfig, PathBuf)> {
-    if is_url(&args.source) {
-        if args.config.is_some() {
-            bail!("give either a REPLICA_URL or -config FILE with a DB_PATH, not both");
-        }
-        let Some(output) = args.output.clone() else {
-            bail!(
-                "-o is required when restoring from a replica URL: walship restore -o /path/to/db {}",
-                args.source
-            );
-        };
-        let config = Config::from_args(&output.to_string_lossy(), &[&args.source], &process_env)?;
-        let replica = config.dbs[0].replicas[0].clone();
-        return Ok((replica, output));
+    let (replica, db_path) =
+        super::replica_of(&args.source, args.config.as_deref(), args.no_expand_env)?;
+    match args.output.clone().or(db_path) {
+        Some(output) => Ok((replica, output)),
+        None => bail!(
+            "-o is required when restoring from a replica URL: walship restore -o /path/to/db {}",
+            args.source
+        ),
     }
-    let (config, path) = super::load_config_file(args.config.as_deref(), args.no_expand_env)?;
-    let db_path = Path::new(&args.source);
-    let wanted = std::path::absolute(db_path)?;
-    let db = config
-        .dbs
-        .iter()
-        .find(|db| matches!(&db.source, DbSource::Path(p) if std::path::absolute(p).ok().as_ref() == Some(&wanted)))
-        .with_context(|| format!("database {} is not in {}", db_path.display(), path.display()))?;
-    let replica = db.replicas.first().with_context(|| {
-        format!(
-            "database {} has no replica in {}",
-            db_path.display(),
-            path.display()
-        )
-    })?;
-    let output = args.output.clone().unwrap_or_else(|| db_path.to_path_buf());
-    Ok((replica.clone(), output))
-}
-
-/// Whether `text` is a URL (`scheme://...`) rather than a database path, as Litestream decides.
-fn is_url(text: &str) -> bool {
-    text.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_alphanumeric() || c == '_')
-    })
 }
 
 /// Prints the plan: a table, or Litestream's `-dry-run -json` document.

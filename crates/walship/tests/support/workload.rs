@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use testkit::db::integrity_check;
 
-/// A commit of the writer: when it finished and the highest row id it left.
+/// A commit of the writer: when it began committing and the highest row id it left.
 pub type Commit = (SystemTime, i64);
 
 /// The `walship` binary built for these tests.
@@ -64,8 +64,11 @@ impl Writer {
                         .unwrap();
                         next += 1;
                     }
+                    // The time before COMMIT: a replicator may see the commit as soon as
+                    // SQLite writes it, before this thread could read the clock afterwards.
+                    let at = SystemTime::now();
                     tx.commit().unwrap();
-                    commits.lock().unwrap().push((SystemTime::now(), next - 1));
+                    commits.lock().unwrap().push((at, next - 1));
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })

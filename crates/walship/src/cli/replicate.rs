@@ -79,9 +79,12 @@ fn load_config(args: &ReplicateArgs) -> anyhow::Result<Config> {
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("walship={level}"))
         .with_context(|| format!("invalid log level {level:?}: use debug, info, warn or error"))?;
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, never into log files or a supervisor's pipe.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

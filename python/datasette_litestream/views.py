@@ -174,25 +174,24 @@ async def run_walship(supervisor, *args, timeout=600):
 
 
 async def restore_points(supervisor, name):
-    """What a replica holds, from the plan of a restore of the latest state (walship restore
-    -dry-run -json): the files it would merge, their levels and times."""
+    """What the database's first replica holds (walship ltx -json): every file with its level and
+    time, and the span a restore reaches, from the oldest chain start to the newest file."""
     entry = supervisor.settings.databases[name]
     supervisor.write_config()
     code, out, err = await run_walship(
-        supervisor, "restore", "-config", supervisor.config_path, "-no-expand-env", "-dry-run", "-json",
-        "-o", os.path.join(supervisor.dir, "dry-run.db"), entry["path"], timeout=30,
+        supervisor, "ltx", "-config", supervisor.config_path, "-no-expand-env", "-json",
+        entry["path"], timeout=30,
     )  # fmt: skip
     if code != 0:
         return {"error": err.decode("utf-8", "replace").strip()[-500:] or f"exit code {code}"}
-    plan = json.loads(out)
-    files = plan.get("files", [])
-    times = sorted(f["timestamp"] for f in files if f.get("timestamp"))
+    doc = json.loads(out)
+    files = doc.get("files", [])
     return {
-        "replica": entry["replicas"][0]["name"],
-        "from": times[0] if times else None,
-        "to": times[-1] if times else None,
-        "max_txid": plan.get("max_txid"),
-        "snapshots": [f for f in files if f.get("level") == 9],
+        "replica": doc.get("replica") or entry["replicas"][0]["name"],
+        "from": doc.get("earliest"),
+        "to": doc.get("latest"),
+        "max_txid": max((f["max_txid"] for f in files), default=None),
+        "snapshots": [dict(f, timestamp=f["created_at"]) for f in files if f.get("level") == 9],
         "files": files,
     }
 

@@ -2,6 +2,8 @@
 time from the browser's form; it is attached read-only beside the untouched live database."""
 
 import asyncio
+import datetime
+import re
 import sqlite3
 
 import pytest
@@ -31,6 +33,11 @@ async def test_restore_a_copy_from_before_a_delete(tmp_path, make_ds):
     page = await ds.client.get("/-/litestream-restore", actor={"id": "root"})
     assert page.status_code == 200
     assert 'data-database="data"' in page.text and "covers" in page.text
+    # The span shown is the replica's: it reaches from before the delete to after it.
+    span = re.search(r'litestream-from">([^<]+)</span> to <span class="litestream-to">([^<]+)<', page.text)
+    assert span, page.text
+    start, end = (datetime.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in span.groups())
+    assert start <= before_delete <= end, (start, before_delete, end)
 
     r = await ds.client.post(
         "/-/litestream-restore",

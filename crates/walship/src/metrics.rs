@@ -100,6 +100,12 @@ pub fn render(report: &StatusReport) -> String {
             operation_bytes
                 .with_label_values(&ol)
                 .inc_by(r.bytes_uploaded);
+            operations
+                .with_label_values(&[r.kind, "LIST"])
+                .inc_by(r.lists);
+            operations
+                .with_label_values(&[r.kind, "DELETE"])
+                .inc_by(r.files_deleted);
             let rl = [d.path.as_str(), r.name.as_str(), r.kind];
             if let Some(p) = r.position {
                 position.with_label_values(&rl).set(p as f64);
@@ -184,6 +190,8 @@ mod tests {
                     failing_since: None,
                     files_uploaded: 40,
                     bytes_uploaded: 123_456,
+                    lists: 10,
+                    files_deleted: 3,
                 }],
             }],
         }
@@ -201,6 +209,8 @@ mod tests {
             r#"litestream_checkpoint_count{db="/data/app.db",mode="PASSIVE"} 3"#,
             r#"litestream_replica_operation_total{operation="PUT",replica_type="s3"} 40"#,
             r#"litestream_replica_operation_bytes{operation="PUT",replica_type="s3"} 123456"#,
+            r#"litestream_replica_operation_total{operation="LIST",replica_type="s3"} 10"#,
+            r#"litestream_replica_operation_total{operation="DELETE",replica_type="s3"} 3"#,
             r#"walship_replica_txid{db="/data/app.db",name="s3",replica_type="s3"} 40"#,
             r#"walship_replica_lag_seconds{db="/data/app.db",name="s3",replica_type="s3"} 3.5"#,
             r#"walship_replica_failing{db="/data/app.db",name="s3",replica_type="s3"} 1"#,

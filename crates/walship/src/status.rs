@@ -130,6 +130,8 @@ pub struct ReplicaReport {
     pub failing_since: Option<String>,
     pub files_uploaded: u64,
     pub bytes_uploaded: u64,
+    pub lists: u64,
+    pub files_deleted: u64,
 }
 
 impl StatusBoard {
@@ -224,6 +226,8 @@ impl ReplicaEntry {
             failing_since: r.failing_since.map(format_rfc3339_nano),
             files_uploaded: r.files_uploaded,
             bytes_uploaded: r.bytes_uploaded,
+            lists: r.lists,
+            files_deleted: r.files_deleted,
         }
     }
 }

@@ -59,6 +59,10 @@ pub struct ReplicaStatus {
     pub failing_since: Option<SystemTime>,
     pub files_uploaded: u64,
     pub bytes_uploaded: u64,
+    /// Listings made (one per level, once, when the loop starts).
+    pub lists: u64,
+    /// Files deleted after retention.
+    pub files_deleted: u64,
 }
 
 /// The upload loop of one replica of one database.
@@ -173,6 +177,7 @@ impl Uploader {
         let mut levels = Vec::with_capacity(SNAPSHOT_LEVEL as usize + 1);
         for level in 0..=SNAPSHOT_LEVEL {
             let files = self.client.list(level).await?;
+            self.status.send_modify(|s| s.lists += 1);
             levels.push(
                 files
                     .into_iter()
@@ -273,6 +278,8 @@ impl Uploader {
             return Ok(());
         }
         self.client.delete(&doomed).await?;
+        self.status
+            .send_modify(|s| s.files_deleted += doomed.len() as u64);
         let remote = self.remote.as_mut().expect("listed");
         for key in &doomed {
             remote[key.level as usize].remove(&(key.min_txid, key.max_txid));

@@ -211,7 +211,72 @@ impl Db {
             first_reason: FullReason::FirstSync,
         };
         db.begin_read()?;
+        db.pos = db.resume_position()?;
+        if let Some(pos) = db.pos {
+            tracing::info!(db = %path.display(), txid = %pos.txid, wal_offset = pos.end.offset, "resuming where the last run's capture ended");
+        }
         Ok(db)
+    }
+
+    /// Where the last capture of an earlier run ended, if the WAL still holds exactly that
+    /// state: same salts (so no restart since, hence no frame overwritten), a valid frame chain up
+    /// to the recorded end, and a commit there of the recorded size. Then nothing changed behind
+    /// walship's back except new frames after that end, and the next capture continues there
+    /// instead of copying the whole database again. Anything else, or replicas ahead of the
+    /// local store, and the first capture is in full.
+    fn resume_position(&self) -> Result<Option<Position>> {
+        let Some(last) = self.store.last(0)? else {
+            return Ok(None);
+        };
+        if Txid(last.max_txid.0 + 1) != self.next_txid {
+            return Ok(None);
+        }
+        let file = File::open(&last.path).map_err(|source| Error::Io {
+            path: last.path.clone(),
+            source,
+        })?;
+        let header = *ltx::Decoder::new(std::io::BufReader::new(file))?.header();
+        if header.wal_size <= 0 {
+            return Ok(None);
+        }
+        let end = (header.wal_offset + header.wal_size) as u64;
+        let wal = match File::open(&self.wal_path) {
+            Ok(f) => WalReader::open(f, &self.wal_path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(Error::Io {
+                    path: self.wal_path.clone(),
+                    source,
+                })
+            }
+        };
+        let Some(mut wal) = wal else { return Ok(None) };
+        let salts = (wal.header().salt1, wal.header().salt2);
+        if salts != (header.wal_salt1, header.wal_salt2)
+            || wal.header().page_size != header.page_size
+        {
+            return Ok(None);
+        }
+        let mut pos = wal.start();
+        while let Some((frame, next)) = wal.read_frame(pos)? {
+            if next.offset == end {
+                if frame.commit != header.commit {
+                    return Ok(None);
+                }
+                return Ok(Some(Position {
+                    txid: header.max_txid,
+                    page_size: header.page_size,
+                    salts,
+                    end: next,
+                    commit: frame.commit,
+                }));
+            }
+            if next.offset > end {
+                break;
+            }
+            pos = next;
+        }
+        Ok(None)
     }
 
     /// Whether the path now names another file than the one open (a restore or copy replaced

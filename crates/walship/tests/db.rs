@@ -343,3 +343,53 @@ fn a_replaced_database_file_is_followed_with_a_full_capture() {
     assert_eq!(db.sync().unwrap().unwrap().kind, CaptureKind::Incremental);
     assert_same(&l0_files(&db), &path);
 }
+
+/// A restart of walship while the application only appended to the WAL continues where the
+/// last capture ended, instead of copying the whole database again (Litestream 0.3 started a
+/// new generation, #393); once the WAL restarted while walship was away, it captures in full.
+#[test]
+fn a_restart_of_walship_resumes_when_the_wal_still_holds_its_last_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let conn = app(&path);
+    insert(&conn, 20, "a");
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    db.sync().unwrap();
+    insert(&conn, 10, "b");
+    assert_eq!(db.sync().unwrap().unwrap().kind, CaptureKind::Incremental);
+    drop(db);
+
+    insert(&conn, 15, "away");
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    let resumed = db.sync().unwrap().unwrap();
+    assert_eq!(resumed.kind, CaptureKind::Incremental);
+    assert_eq!(resumed.header.min_txid, Txid(3));
+    assert_same(&l0_files(&db), &path);
+    drop(db);
+
+    // Nothing new while away: the restart captures nothing at all.
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    assert!(db.sync().unwrap().is_none());
+    drop(db);
+
+    // The WAL restarts while walship is away: its frames may have been overwritten.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    insert(&conn, 5, "after-restart");
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    let full = db.sync().unwrap().unwrap();
+    assert_eq!(full.kind, CaptureKind::Full(FullReason::FirstSync));
+    assert_same(&l0_files(&db), &path);
+
+    // Replicas ahead of the local store (another machine wrote them): start afresh in full.
+    drop(db);
+    insert(&conn, 2, "c");
+    let opts = DbOptions {
+        min_txid: Txid(100),
+        ..DbOptions::default()
+    };
+    let mut db = Db::open(&path, opts).unwrap();
+    let synced = db.sync().unwrap().unwrap();
+    assert_eq!(synced.kind, CaptureKind::Full(FullReason::FirstSync));
+    assert_eq!(synced.header.min_txid, Txid(100));
+}

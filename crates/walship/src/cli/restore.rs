@@ -12,7 +12,8 @@ use walship::replica::client::ReplicaClient;
 use walship::replica::client_for;
 use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
 use walship::restore::{
-    self, IntegrityCheck, Plan, RestoreError, RestoreOptions, Target, DEFAULT_PARALLELISM,
+    self, IntegrityCheck, LegacyPlan, Plan, RestoreError, RestoreOptions, RestorePlan, Target,
+    DEFAULT_PARALLELISM,
 };
 
 /// Flags of `walship restore`.
@@ -104,7 +105,10 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         other => other?,
     };
     if args.dry_run {
-        print_plan(&args, &client, &replica, &output, &plan);
+        match &plan {
+            RestorePlan::Ltx(plan) => print_plan(&args, &client, &replica, &output, plan),
+            RestorePlan::Legacy(plan) => print_legacy_plan(&args, &client, &replica, &output, plan),
+        }
         return Ok(());
     }
     let opts = RestoreOptions {
@@ -116,13 +120,39 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let restored = runtime.block_on(restore::restore(&client, &plan, &opts))?;
     let ms = started.elapsed().as_millis();
+    let check = IntegrityCheck::from(args.integrity_check)
+        .pragma()
+        .unwrap_or("none");
+    if let Some(position) = &restored.legacy {
+        if args.json {
+            let result = json!({
+                "db_path": output,
+                "replica": replica.backend.type_name(),
+                "format": "litestream-0.3",
+                "txid": null,
+                "position": position,
+                "duration_ms": ms,
+                "integrity_check": check,
+            });
+            println!("{result:#}");
+        } else {
+            eprintln!(
+                "walship: restored {} from the Litestream 0.3 backup, {position}, from {} files \
+                 ({} bytes) in {ms} ms",
+                output.display(),
+                restored.files,
+                restored.bytes
+            );
+        }
+        return Ok(());
+    }
     if args.json {
         let result = json!({
             "db_path": output,
             "replica": replica.backend.type_name(),
             "txid": restored.txid.to_string(),
             "duration_ms": ms,
-            "integrity_check": IntegrityCheck::from(args.integrity_check).pragma().unwrap_or("none"),
+            "integrity_check": check,
         });
         println!("{result:#}");
     } else {
@@ -226,6 +256,71 @@ fn print_plan(
             f.key.max_txid,
             f.size,
             format_rfc3339_nano(f.created_at)
+        );
+    }
+}
+
+/// Prints the plan of a restore from a Litestream 0.3 backup: a table, or a JSON document like
+/// the LTX one (`files` with names, sizes and timestamps) that says its format.
+fn print_legacy_plan(
+    args: &RestoreArgs,
+    client: &ReplicaClient,
+    replica: &ReplicaConfig,
+    output: &Path,
+    plan: &LegacyPlan,
+) {
+    let objects: Vec<_> = std::iter::once(&plan.snapshot)
+        .chain(&plan.segments)
+        .collect();
+    if args.json {
+        let files: Vec<_> = objects
+            .iter()
+            .map(|o| {
+                json!({
+                    "type": if o.is_snapshot() { "snapshot" } else { "wal" },
+                    "name": o.name,
+                    "generation": o.generation,
+                    "index": format!("{:08x}", o.index),
+                    "offset": o.offset.map(|off| format!("{off:08x}")),
+                    "size": o.size,
+                    "timestamp": format_rfc3339_nano(o.created_at),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "source": args.source,
+            "target_path": output,
+            "replica": replica.backend.type_name(),
+            "format": "litestream-0.3",
+            "generation": plan.generation(),
+            "position": plan.position(),
+            "files": files,
+        });
+        println!("{doc:#}");
+        return;
+    }
+    println!(
+        "restore plan: {} (replica {:?}) -> {}",
+        args.source,
+        client.name(),
+        output.display()
+    );
+    println!(
+        "Litestream 0.3 backup, {}: a snapshot and {} WAL segments, {} bytes",
+        plan.position(),
+        plan.segments.len(),
+        plan.size()
+    );
+    println!("type      index     offset    {:>12}  created", "size");
+    for o in objects {
+        println!(
+            "{:<8}  {:08x}  {:<8}  {:>12}  {}",
+            if o.is_snapshot() { "snapshot" } else { "wal" },
+            o.index,
+            o.offset
+                .map_or_else(|| "-".into(), |off| format!("{off:08x}")),
+            o.size,
+            format_rfc3339_nano(o.created_at)
         );
     }
 }

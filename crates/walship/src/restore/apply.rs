@@ -24,7 +24,7 @@ const PIPE_DEPTH: usize = 16;
 const MAX_CHECK_LINES: usize = 10;
 
 /// What a restore produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {
     /// The TXID the database is at.
     pub txid: Txid,
@@ -32,11 +32,14 @@ pub struct Restored {
     pub files: usize,
     /// How many bytes were downloaded.
     pub bytes: u64,
+    /// For a Litestream 0.3 backup (which has no TXIDs; `txid` is then 0), the generation, WAL
+    /// index and offset restored.
+    pub legacy: Option<String>,
 }
 
 /// Restores the database `plan` describes into `opts.output`. Nothing appears at the output
 /// unless every file was read whole, checksums matched and the integrity check passed.
-pub async fn restore(
+pub(super) async fn restore_ltx(
     client: &ReplicaClient,
     plan: &Plan,
     opts: &RestoreOptions,
@@ -59,6 +62,7 @@ pub async fn restore(
         txid: plan.max_txid(),
         files: plan.files.len(),
         bytes: plan.size(),
+        legacy: None,
     })
 }
 
@@ -156,7 +160,7 @@ fn open_checked(path: &Path, key: LtxKey) -> Result<File> {
 }
 
 /// Runs SQLite's check on the restored file; any answer but "ok" is an error.
-fn integrity_check(db: &Path, out: &Path, check: IntegrityCheck) -> Result<()> {
+pub(super) fn integrity_check(db: &Path, out: &Path, check: IntegrityCheck) -> Result<()> {
     let Some(pragma) = check.pragma() else {
         return Ok(());
     };
@@ -191,7 +195,7 @@ fn located(client: &ReplicaClient, key: LtxKey) -> String {
 }
 
 /// Runs blocking work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {

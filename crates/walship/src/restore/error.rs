@@ -64,6 +64,36 @@ pub enum RestoreError {
         cause: Box<crate::Error>,
     },
 
+    /// An object of a Litestream 0.3 backup (or the backup as a whole) is missing, unreadable
+    /// or corrupt.
+    #[error("{object} in replica {replica:?} (key {location}): {reason}")]
+    Legacy {
+        /// What the object is, and its key below the replica's prefix.
+        object: String,
+        /// The replica's name.
+        replica: String,
+        /// The object's full key.
+        location: String,
+        /// What went wrong with it.
+        reason: String,
+    },
+
+    /// A Litestream 0.3 backup lacks a WAL segment between two it holds.
+    #[error(
+        "replica {replica:?}: the Litestream 0.3 backup is missing {missing}: after {after} the \
+         next object is {next}"
+    )]
+    LegacyGap {
+        /// The replica's name.
+        replica: String,
+        /// The segment that should follow, as Litestream 0.3 names it.
+        missing: String,
+        /// The last snapshot or segment before the gap.
+        after: String,
+        /// The first segment after it.
+        next: String,
+    },
+
     /// The output path cannot be restored into as it is.
     #[error("cannot restore to {}: {reason}", path.display())]
     Output {

@@ -3,17 +3,63 @@
 //! [`plan`] chooses the files as Litestream 0.5 does; [`restore`] downloads them in parallel,
 //! merges them page by page into one snapshot stream and writes the database beside the output
 //! path, checks it with SQLite, and only then renames it into place.
+//!
+//! Replicas written by Litestream 0.3 (`generations/...`) restore too ([`legacy`]); when a
+//! replica holds both layouts, the newer backup wins, as in Litestream 0.5.
 
 mod apply;
 mod error;
+pub mod legacy;
 mod output;
 mod plan;
 
-pub use apply::{restore, Restored};
+pub use apply::Restored;
 pub use error::RestoreError;
-pub use plan::{choose, plan, Plan, Target};
+pub use legacy::{LegacyBackups, LegacyObject, LegacyPlan};
+pub use plan::{choose, Plan, Target};
 
-use crate::replica::client::LtxKey;
+use crate::replica::client::{LtxKey, ReplicaClient};
+
+/// What a restore will read: LTX files, or a Litestream 0.3 snapshot and WAL segments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestorePlan {
+    /// LTX files, as Litestream 0.5 writes them (and walship).
+    Ltx(Plan),
+    /// A Litestream 0.3 backup.
+    Legacy(LegacyPlan),
+}
+
+/// Lists the replica (LTX files and any Litestream 0.3 backup) and plans a restore to `target`
+/// from the format Litestream 0.5 would choose: the 0.3 backup when there are no LTX files, or
+/// when it is the newer one ([`legacy::prefer_legacy`]); never for a TXID.
+pub async fn plan(client: &ReplicaClient, target: Target) -> crate::Result<RestorePlan> {
+    let (files, legacy) = futures::try_join!(plan::list(client, target), legacy::list(client))?;
+    if legacy::prefer_legacy(&files, &legacy, target) {
+        return Ok(RestorePlan::Legacy(legacy.choose(client.name(), target)?));
+    }
+    if files.is_empty() && !legacy.is_empty() {
+        return Err(RestoreError::NotAvailable {
+            replica: client.name().into(),
+            target: target.to_string(),
+            reason: legacy::TXID_NOT_LEGACY.into(),
+        }
+        .into());
+    }
+    Ok(RestorePlan::Ltx(choose(client.name(), &files, target)?))
+}
+
+/// Restores the database `plan` describes into `opts.output`. Nothing appears at the output
+/// unless every file was read whole, checksums matched and the integrity check passed.
+pub async fn restore(
+    client: &ReplicaClient,
+    plan: &RestorePlan,
+    opts: &RestoreOptions,
+) -> crate::Result<Restored> {
+    match plan {
+        RestorePlan::Ltx(plan) => apply::restore_ltx(client, plan, opts).await,
+        RestorePlan::Legacy(plan) => legacy::restore(client, plan, opts).await,
+    }
+}
 
 /// Downloads in flight at once unless told otherwise (Litestream's `-parallelism` default).
 pub const DEFAULT_PARALLELISM: usize = 8;

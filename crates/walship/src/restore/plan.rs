@@ -25,7 +25,8 @@ pub enum Target {
     Latest,
     /// The state after this transaction.
     Txid(Txid),
-    /// The newest state whose files were all created strictly before this time.
+    /// The newest state whose files were all created strictly before this time (for a
+    /// Litestream 0.3 backup, at or before it, as Litestream restores those).
     Timestamp(SystemTime),
 }
 
@@ -58,15 +59,16 @@ impl Plan {
     }
 }
 
-/// Lists the replica and plans a restore to `target`. For a timestamp, every file's precise
-/// creation time is read (S3 metadata), since listings give S3 times in whole seconds.
-pub async fn plan(client: &ReplicaClient, target: Target) -> Result<Plan> {
+/// Lists the replica's LTX files at every level for a restore to `target`. For a timestamp,
+/// every file's precise creation time is read (S3 metadata), since listings give S3 times in
+/// whole seconds.
+pub(super) async fn list(client: &ReplicaClient, target: Target) -> Result<Vec<LtxFileInfo>> {
     let levels = try_join_all((0..=SNAPSHOT_LEVEL).map(|level| client.list(level))).await?;
-    let mut files: Vec<LtxFileInfo> = levels.into_iter().flatten().collect();
-    if let Target::Timestamp(_) = target {
-        files = precise_times(client, files).await?;
+    let files: Vec<LtxFileInfo> = levels.into_iter().flatten().collect();
+    match target {
+        Target::Timestamp(_) => precise_times(client, files).await,
+        _ => Ok(files),
     }
-    Ok(choose(client.name(), &files, target)?)
 }
 
 /// Replaces listed creation times by precise ones, a bounded number of requests at a time.

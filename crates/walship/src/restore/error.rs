@@ -66,7 +66,7 @@ pub enum RestoreError {
 
     /// An object of a Litestream 0.3 backup (or the backup as a whole) is missing, unreadable
     /// or corrupt.
-    #[error("{object} in replica {replica:?} (key {location}): {reason}")]
+    #[error("{object} in replica {replica:?} ({location}): {reason}")]
     Legacy {
         /// What the object is, and its key below the replica's prefix.
         object: String,

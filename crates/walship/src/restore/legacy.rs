@@ -46,6 +46,8 @@ pub struct LegacyObject {
     pub name: String,
     /// The full key.
     pub location: Path,
+    /// Where the object is, as messages show it: a path for a file replica, else the key.
+    pub shown: String,
 }
 
 impl LegacyObject {
@@ -228,7 +230,7 @@ pub async fn list(client: &ReplicaClient) -> Result<LegacyBackups> {
             return Err(Error::from(RestoreError::Legacy {
                 object: format!("the Litestream 0.3 backup {GENERATIONS_DIR}/"),
                 replica: client.name().into(),
-                location: dir.to_string(),
+                location: shown(client, &dir),
                 reason: format!("cannot list it: {e}"),
             }))
         }
@@ -263,6 +265,7 @@ pub async fn list(client: &ReplicaClient) -> Result<LegacyBackups> {
             size: meta.size,
             created_at: meta.last_modified.into(),
             name: format!("{GENERATIONS_DIR}/{generation}/{kind}/{file}"),
+            shown: shown(client, &meta.location),
             location: meta.location,
         };
         match offset {
@@ -305,6 +308,15 @@ pub fn prefer_legacy(ltx: &[LtxFileInfo], legacy: &LegacyBackups, target: Target
             ltx_snapshot.is_none_or(|l| snapshot.created_at > l.created_at)
         }
         _ => legacy_updated > ltx_updated,
+    }
+}
+
+/// A key as messages show it: the file's path for a local directory replica, else the key.
+fn shown(client: &ReplicaClient, location: &Path) -> String {
+    if client.store().to_string().starts_with("LocalFileSystem") {
+        format!("/{location}")
+    } else {
+        location.to_string()
     }
 }
 
@@ -457,7 +469,7 @@ impl OpenWal {
                     self.first.name, self.last.name
                 ),
                 replica: replica.into(),
-                location: self.first.location.to_string(),
+                location: self.first.shown.clone(),
                 reason,
             })
         };
@@ -527,7 +539,7 @@ fn object_error(replica: &str, object: &LegacyObject, reason: impl Into<String>)
     Error::from(RestoreError::Legacy {
         object: object.describe(),
         replica: replica.into(),
-        location: object.location.to_string(),
+        location: object.shown.clone(),
         reason: reason.into(),
     })
 }
@@ -553,6 +565,7 @@ fn object(generation: &str, index: u32, offset: Option<u64>, secs: u64) -> Legac
         size: 10,
         created_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
         location: Path::from(name.as_str()),
+        shown: name.clone(),
         name,
     }
 }

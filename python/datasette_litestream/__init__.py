@@ -57,6 +57,13 @@ def register_actions(datasette):
 
 
 @hookimpl
+def permission_resources_sql(datasette, actor, action):
+    # Restored copies: hidden from everyone but actors allowed to restore and to view the live
+    # database (views.copy_permission_sql).
+    return views.copy_permission_sql(datasette, actor, action)
+
+
+@hookimpl
 def register_routes(datasette):
     return [
         (r"^/-/litestream-status(?P<format>\.json)?$", views.status),

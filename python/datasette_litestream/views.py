@@ -1,19 +1,28 @@
 """The status page (HTML and JSON) and the restore page."""
 
 import asyncio
+import contextvars
 import datetime
 import json
 import os
 import re
+import weakref
 
 from datasette import Forbidden, Response
 from datasette.database import Database
+from datasette.permissions import PermissionSQL
+from datasette.resources import DatabaseResource
+from datasette.utils.permissions import gather_permission_sql_from_hooks
 from markupsafe import Markup
 
 from . import config
 
 VIEW_STATUS = "litestream-view-status"
 RESTORE = "litestream-restore"
+
+# The restored copies attached to each Datasette instance: {copy name: live database name}.
+# Kept apart from the supervisor so that copies stay guarded after it stops.
+restored = weakref.WeakKeyDictionary()
 
 
 def supervisor_for(datasette):
@@ -204,7 +213,7 @@ async def restore(datasette, request):
         form = await request.post_vars()
         name = form.get("database", "")
         try:
-            if supervisor is None or name not in supervisor.settings.databases:
+            if name not in await restorable(datasette, supervisor, request.actor):
                 raise ValueError(f"{name!r} is not a replicated database")
             when = parse_timestamp(form.get("timestamp", ""))
             attached = await restore_copy(datasette, supervisor, name, when)
@@ -218,9 +227,8 @@ async def restore(datasette, request):
             )
             return Response.redirect(datasette.urls.database(attached))
     databases = []
-    if supervisor is not None:
-        for name in supervisor.settings.databases:
-            databases.append({"name": name, "points": await restore_points(supervisor, name)})
+    for name in await restorable(datasette, supervisor, request.actor):
+        databases.append({"name": name, "points": await restore_points(supervisor, name)})
     now = datetime.datetime.now(datetime.timezone.utc)
     return Response.html(
         await datasette.render_template(
@@ -230,6 +238,17 @@ async def restore(datasette, request):
         ),
         status=400 if error else 200,
     )
+
+
+async def restorable(datasette, supervisor, actor):
+    """The replicated databases this actor may view (and so restore): the others are not named."""
+    if supervisor is None:
+        return []
+    return [
+        name
+        for name in supervisor.settings.databases
+        if await datasette.allowed(action="view-database", resource=DatabaseResource(name), actor=actor)
+    ]
 
 
 async def restore_copy(datasette, supervisor, name, when):
@@ -251,4 +270,70 @@ async def restore_copy(datasette, supervisor, name, when):
         message = err.decode("utf-8", "replace").strip().splitlines()
         raise ValueError(f"walship restore failed: {message[-1] if message else code}")
     db = datasette.add_database(Database(datasette, path=out, is_mutable=False), name=base)
+    # Recorded before the next await, so no request ever sees the copy unguarded.
+    restored.setdefault(datasette, {})[db.name] = name
     return db.name
+
+
+# -- who sees restored copies -----------------------------------------------------------------
+
+# Set while deciding who may see copies, so the checks made for that decision do not recurse.
+_deciding = contextvars.ContextVar("datasette_litestream_deciding", default=False)
+HIDDEN_REASON = (
+    "datasette-litestream: a restored copy is visible only to actors allowed litestream-restore "
+    "and view-database on the database it was restored from"
+)
+
+
+async def copies_hidden_from(datasette, actor, copies):
+    """The restored copies this actor may not see: all of them, unless the actor may restore
+    and may view the live database a copy came from."""
+    if not await datasette.allowed(action=RESTORE, actor=actor):
+        return list(copies)
+    hidden = []
+    for copy, live in copies.items():
+        if not await datasette.allowed(action="view-database", resource=DatabaseResource(live), actor=actor):
+            hidden.append(copy)
+    return hidden
+
+
+async def copy_permission_sql(datasette, actor, action):
+    """Rules for an action on a database or anything in it (tables, views, queries), for the
+    restored copies. A copy the actor may not see gets deny rules at the database level and for
+    each of its children too (no table-level allow can outrank them). A copy the actor may see
+    inherits every rule that names its live database, so a table hidden there stays hidden."""
+    copies = dict(restored.get(datasette) or {})
+    action_obj = datasette.actions.get(action)
+    if not copies or _deciding.get() or action_obj is None or action_obj.resource_class is None:
+        return None
+    token = _deciding.set(True)
+    try:
+        hidden = await copies_hidden_from(datasette, actor, copies)
+        visible = {copy: live for copy, live in copies.items() if copy not in hidden}
+        live_rules = await gather_permission_sql_from_hooks(datasette=datasette, actor=actor, action=action) if visible else []
+    finally:
+        _deciding.reset(token)
+    # (each key ends in "_name" so that none is a prefix of another when Datasette renames them)
+    params = {f"litestream_copy_{i}_name": copy for i, copy in enumerate(visible)}
+    params.update({f"litestream_live_{i}_name": live for i, live in enumerate(visible.values())})
+    pairs = " UNION ALL ".join(
+        f"SELECT :litestream_copy_{i}_name AS copy, :litestream_live_{i}_name AS live" for i in range(len(visible))
+    )
+    rules = [
+        PermissionSQL(
+            sql=f"SELECT m.copy AS parent, r.child, r.allow, r.reason FROM ({rule.sql}) r JOIN ({pairs}) m ON r.parent = m.live",
+            params={**(rule.params or {}), **params},
+        )
+        for rule in live_rules
+        if rule.sql
+    ]
+    if hidden:
+        keys = [f":litestream_hidden_{i}_name" for i in range(len(hidden))]
+        params = {key[1:]: name for key, name in zip(keys, hidden)}
+        params["litestream_hidden_reason"] = HIDDEN_REASON
+        resources = await action_obj.resource_class.resources_sql(datasette, actor=actor)
+        selects = [f"SELECT {key} AS parent, NULL AS child" for key in keys]
+        selects.append(f"SELECT parent, child FROM ({resources}) WHERE parent IN ({', '.join(keys)}) AND child IS NOT NULL")
+        sql = "SELECT parent, child, 0 AS allow, :litestream_hidden_reason AS reason FROM (" + " UNION ALL ".join(selects) + ")"
+        rules.append(PermissionSQL(sql=sql, params=params))
+    return rules

@@ -373,11 +373,25 @@ pub async fn restore(
         .await?;
     }
 
+    // Each download runs as its own task, so that downloads go on while segments are applied;
+    // those still running when the restore stops early are aborted.
     let dir = work.path().to_path_buf();
     let mut downloads = stream::iter(plan.segments.iter().enumerate())
         .map(|(i, seg)| {
             let dest = dir.join(format!("{i:08}.wal.lz4"));
-            async move { download(client, seg, &dest).await.map(|()| (seg, dest)) }
+            let (client, object) = (client.clone(), seg.clone());
+            let task = AbortOnDrop(tokio::spawn(async move {
+                download(&client, &object, &dest).await.map(|()| dest)
+            }));
+            async move {
+                let dest = task.await.unwrap_or_else(|e| {
+                    Err(Error::Io {
+                        path: PathBuf::new(),
+                        source: io::Error::other(e),
+                    })
+                })?;
+                Ok::<_, Error>((seg, dest))
+            }
         })
         .buffered(opts.parallelism.max(1));
     let mut open: Option<OpenWal> = None;
@@ -399,7 +413,18 @@ pub async fn restore(
             });
         }
         let mut current = open.take().expect("the plan starts each index at offset 0");
-        if offset != current.len {
+        if offset < current.len {
+            return Err(object_error(
+                client.name(),
+                seg,
+                format!(
+                    "it starts at WAL offset {offset:08x}, inside {}, which ends at {:08x}: \
+                     the segments overlap",
+                    current.last.name, current.len
+                ),
+            ));
+        }
+        if offset > current.len {
             return Err(Error::from(RestoreError::LegacyGap {
                 replica: client.name().into(),
                 missing: segment_name(&seg.generation, seg.index, current.len),
@@ -441,6 +466,26 @@ pub async fn restore(
         bytes: plan.size(),
         legacy: Some(plan.position()),
     })
+}
+
+/// A spawned task, aborted if it is dropped before it finishes.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The `-wal` file being assembled from the segments of one WAL index.

@@ -70,3 +70,20 @@ async def test_restore_errors_are_shown(tmp_path, make_ds):
     assert "walship restore failed" in r.text
     r = await ds.client.post("/-/litestream-restore", actor={"id": "root"}, data={"database": "data", "timestamp": "yesterday"})
     assert r.status_code == 400 and "is not a time like" in r.text
+
+
+@pytest.mark.asyncio
+async def test_restore_as_of_now_gives_the_latest_state(tmp_path, make_ds):
+    """The form offers the current time first: past the newest backup, that is the latest state."""
+    db = make_db(tmp_path / "data.db", rows=3)
+    config = {"plugins": {"datasette-litestream": {"all-replicate": [f"file://{tmp_path}/r/$DB_NAME"]}}}
+    ds = await make_ds([db], config=config)
+    await wait_synced(ds)
+    now = utcnow() + datetime.timedelta(seconds=5)
+    r = await ds.client.post(
+        "/-/litestream-restore", actor={"id": "root"}, data={"database": "data", "timestamp": now.isoformat()}
+    )
+    assert r.status_code == 302, r.text
+    name = r.headers["location"].lstrip("/")
+    rows = (await ds.client.get(f"/{name}/users.json?_shape=array", actor={"id": "root"})).json()
+    assert [row["name"] for row in rows] == [f"user {i}" for i in range(3)]

@@ -261,10 +261,16 @@ async def restore_copy(datasette, supervisor, name, when):
     out, i = os.path.join(supervisor.restore_dir, base + ".db"), 2
     while os.path.exists(out):
         out, i = os.path.join(supervisor.restore_dir, f"{base}_{i}.db"), i + 1
-    supervisor.write_config()
+    # A time at or after the newest backup means the latest state: walship (like Litestream)
+    # refuses a timestamp past its newest file, but "now" is what the form offers first.
+    points = await restore_points(supervisor, name)
+    latest = points.get("to")
+    at = ["-timestamp", when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+    if latest and when >= datetime.datetime.fromisoformat(latest.replace("Z", "+00:00")):
+        at = []
     code, _, err = await run_walship(
         supervisor, "restore", "-config", supervisor.config_path, "-no-expand-env",
-        "-timestamp", when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "-o", out, entry["path"],
+        *at, "-o", out, entry["path"],
     )  # fmt: skip
     if code != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()

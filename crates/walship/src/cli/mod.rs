@@ -54,6 +54,7 @@ const LONG_FLAGS: &[&str] = &[
     "force",
     "exec",
     "level",
+    "follow-interval",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name...` for the known long flags.

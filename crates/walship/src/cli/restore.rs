@@ -11,6 +11,7 @@ use walship::config::{process_env, ReplicaConfig};
 use walship::replica::client::ReplicaClient;
 use walship::replica::client_for;
 use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
+use walship::restore::follow;
 use walship::restore::{
     self, IntegrityCheck, LegacyPlan, Plan, RestoreError, RestoreOptions, RestorePlan, Target,
     DEFAULT_PARALLELISM,
@@ -55,6 +56,13 @@ pub struct RestoreArgs {
     /// Replace an existing output database (and remove its -wal, -shm and -journal files).
     #[arg(long)]
     force: bool,
+    /// Follow: after restoring, keep applying new files as they appear, until interrupted (a
+    /// read replica). An output with a `-txid` file beside it goes on from that TXID.
+    #[arg(short = 'f', conflicts_with_all = ["txid", "timestamp", "dry_run"])]
+    follow: bool,
+    /// How often follow mode looks for new files.
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    follow_interval: std::time::Duration,
     /// The database's path in the config file, or a replica URL.
     #[arg(value_name = "DB_PATH|REPLICA_URL")]
     source: String,
@@ -82,6 +90,12 @@ impl From<CheckArg> for IntegrityCheck {
 pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let target = target(&args)?;
     let (replica, output) = resolve(&args)?;
+    if args.follow {
+        if let Some(txid) = follow::read_txid(&output)?.filter(|_| output.exists()) {
+            eprintln!("walship: following {} from TXID {txid}", output.display());
+            return follow_from(&args, &replica, &output, txid);
+        }
+    }
     if args.if_db_not_exists && output.exists() {
         eprintln!(
             "walship: {} already exists: nothing to restore",
@@ -146,6 +160,15 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if args.follow {
+        eprintln!(
+            "walship: restored {} at TXID {}; following",
+            output.display(),
+            restored.txid
+        );
+        drop(runtime);
+        return follow_from(&args, &replica, &output, restored.txid);
+    }
     if args.json {
         let result = json!({
             "db_path": output,
@@ -165,6 +188,46 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Keeps `output` (at `txid`) current until SIGINT or SIGTERM.
+fn follow_from(
+    args: &RestoreArgs,
+    replica: &ReplicaConfig,
+    output: &Path,
+    txid: Txid,
+) -> anyhow::Result<()> {
+    let client = client_for(replica, &process_env)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut follower = follow::Follower::open(output, txid)?;
+    runtime.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            let _ = stop_tx.send(true);
+        });
+        follower.run(&client, args.follow_interval, stop_rx).await
+    })?;
+    eprintln!(
+        "walship: stopped following {} at TXID {}",
+        output.display(),
+        follower.txid()
+    );
+    Ok(())
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    walship::config::parse_duration(text)
 }
 
 /// The state asked for by `-timestamp` or `-txid`.

@@ -34,6 +34,7 @@ pub use replica::{
     AbsConfig, Backend, CustomerKey, ReplicaConfig, S3Config, Secret, ServerSideEncryption,
     DEFAULT_MAX_SYNC_LTX_FILES, DEFAULT_SYNC_INTERVAL,
 };
+pub use values::parse_duration;
 
 use error::Place;
 use fields::Fields;

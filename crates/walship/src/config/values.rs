@@ -12,7 +12,7 @@ pub(super) const SIZE_SYNTAX: &str = "expected bytes like 5242880, 5MB or 5MiB";
 ///
 /// Negative durations, which Go accepts, are refused: no setting of walship means anything with
 /// them.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration {text:?}: {DURATION_SYNTAX}");
     let unsigned = match text.strip_prefix('-') {
         Some(rest) if rest.trim_start_matches(['0', '.']).is_empty() => rest,

@@ -9,6 +9,7 @@
 
 mod apply;
 mod error;
+pub mod follow;
 pub mod legacy;
 mod output;
 mod plan;

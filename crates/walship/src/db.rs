@@ -240,16 +240,7 @@ impl Db {
             return Ok(None);
         }
         let end = (header.wal_offset + header.wal_size) as u64;
-        let wal = match File::open(&self.wal_path) {
-            Ok(f) => WalReader::open(f, &self.wal_path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(Error::Io {
-                    path: self.wal_path.clone(),
-                    source,
-                })
-            }
-        };
+        let wal = self.open_wal()?;
         let Some(mut wal) = wal else { return Ok(None) };
         let salts = (wal.header().salt1, wal.header().salt2);
         if salts != (header.wal_salt1, header.wal_salt2)
@@ -420,18 +411,21 @@ impl Db {
             .map_err(|e| sqlite_error(&self.path, "releasing the read lock", e))
     }
 
+    /// The WAL as it is now, or `None` when there is none (or it is empty).
+    fn open_wal(&self) -> Result<Option<WalReader<File>>> {
+        match File::open(&self.wal_path) {
+            Ok(f) => WalReader::open(f, &self.wal_path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                path: self.wal_path.clone(),
+                source,
+            }),
+        }
+    }
+
     /// Decides what to capture and encodes it into a pending L0 file.
     fn capture(&mut self, max_bytes: u64) -> Result<Option<Pending>> {
-        let wal = match File::open(&self.wal_path) {
-            Ok(f) => WalReader::open(f, &self.wal_path)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(Error::Io {
-                    path: self.wal_path.clone(),
-                    source,
-                })
-            }
-        };
+        let wal = self.open_wal()?;
         let Some(pos) = self.pos else {
             let reason = self.first_reason;
             return self.capture_full(wal, reason);

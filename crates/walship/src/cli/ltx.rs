@@ -80,20 +80,7 @@ pub fn run(args: LtxArgs) -> anyhow::Result<()> {
         println!("{doc:#}");
         return Ok(());
     }
-    println!(
-        "level  min_txid          max_txid          {:>12}  created",
-        "size"
-    );
-    for f in &files {
-        println!(
-            "{:<5}  {}  {}  {:>12}  {}",
-            f.key.level,
-            f.key.min_txid,
-            f.key.max_txid,
-            f.size,
-            format_rfc3339_nano(f.created_at)
-        );
-    }
+    super::print_ltx_table(&files);
     Ok(())
 }
 

@@ -123,6 +123,35 @@ fn replica_of(
     Ok((replica.clone(), Some(db_path.to_path_buf())))
 }
 
+/// Prints LTX files as a table: level, TXIDs, size, creation time.
+fn print_ltx_table(files: &[walship::replica::client::LtxFileInfo]) {
+    println!(
+        "level  min_txid          max_txid          {:>12}  created",
+        "size"
+    );
+    for f in files {
+        println!(
+            "{:<5}  {}  {}  {:>12}  {}",
+            f.key.level,
+            f.key.min_txid,
+            f.key.max_txid,
+            f.size,
+            walship::replica::timestamp::format_rfc3339_nano(f.created_at)
+        );
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
 /// Whether `text` is a URL (`scheme://...`) rather than a database path, as Litestream decides.
 fn is_url(text: &str) -> bool {
     text.split_once("://").is_some_and(|(scheme, _)| {

@@ -211,7 +211,7 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
         match &config.exec {
             Some(cmd) => run_child(cmd).await,
             None => {
-                wait_for_signal().await?;
+                super::wait_for_signal().await?;
                 tracing::info!("signal received: final capture and upload");
                 Ok(ExitCode::SUCCESS)
             }
@@ -328,14 +328,5 @@ fn monitor_options(cfg: &DbConfig) -> MonitorOptions {
         monitor_interval: cfg.monitor_interval,
         checkpoint_interval: cfg.checkpoint_interval,
         ..MonitorOptions::default()
-    }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("listening for SIGINT"),
-        _ = term.recv() => Ok(()),
     }
 }

@@ -207,13 +207,7 @@ fn follow_from(
     runtime.block_on(async {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            if let Ok(mut term) = signal(SignalKind::terminate()) {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
+            let _ = super::wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
         follower.run(&client, args.follow_interval, stop_rx).await
@@ -307,20 +301,7 @@ fn print_plan(
         plan.files.len(),
         plan.size()
     );
-    println!(
-        "level  min_txid          max_txid          {:>12}  created",
-        "size"
-    );
-    for f in &plan.files {
-        println!(
-            "{:<5}  {}  {}  {:>12}  {}",
-            f.key.level,
-            f.key.min_txid,
-            f.key.max_txid,
-            f.size,
-            format_rfc3339_nano(f.created_at)
-        );
-    }
+    super::print_ltx_table(&plan.files);
 }
 
 /// Prints the plan of a restore from a Litestream 0.3 backup: a table, or a JSON document like

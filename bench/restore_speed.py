@@ -16,14 +16,19 @@ noise hits both alike:
 3. Each round restores the latest state with `walship restore` and `litestream restore` (order
    alternating), both with the same -integrity-check (none by default: Litestream's default;
    walship's own default is quick), and records the wall time, user+system CPU time and peak RSS
-   (the child's own ru_maxrss, from wait4).
+   (VmHWM, sampled from /proc every 5 ms).
 4. Every restored file is checked: its SHA-256 must be the same in every round and for both
    tools, and the first restore by each tool must pass PRAGMA integrity_check and hold exactly the
    source database's rows (a hash over schema and rows in id order).
 
 The work directory is under target/bench/ and is removed at the end (unless --keep).
 
+With --s3, the replica's files are copied as they are into moto's S3 server (bench/replica,
+the S3 key layout) and both tools restore from there: moto, a Python server on the same two cores,
+then weighs on both tools' times.
+
 Usage: python bench/restore_speed.py [--size-mb 1000] [--l0-files 3000] [--rounds 3] [--quick]
+                                     [--s3] [--keep]
 """
 
 import argparse
@@ -33,11 +38,13 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +54,8 @@ BENCH_DIR = os.path.join(ROOT, "target", "bench")
 TOOLS = {"walship": WALSHIP, "litestream": LITESTREAM}
 BLOB = 1000  # bytes per row: 4 rows to a 4096-byte page
 ROWS_PER_TX = 4  # rows each small write transaction rewrites
+MOTO = os.path.join(os.path.dirname(sys.executable), "moto_server")
+KEY, SECRET, REGION, BUCKET = "bench", "bench-secret", "us-east-1", "bench"
 RETENTION = "8760h"  # nothing is removed during a run
 
 
@@ -184,9 +193,16 @@ def build_replica(workdir, size_mb, l0_files):
     return db, replica
 
 
-def composition(replica):
-    out = subprocess.run([WALSHIP, "ltx", "-json", "file://" + replica],
-                         capture_output=True, text=True, check=True).stdout
+def tool_env():
+    env = dict(os.environ)
+    env.update(LITESTREAM_ACCESS_KEY_ID=KEY, LITESTREAM_SECRET_ACCESS_KEY=SECRET)
+    env.pop("AWS_CA_BUNDLE", None)  # Litestream 0.5.17 refuses an S3 replica with it set
+    return env
+
+
+def composition(url):
+    out = subprocess.run([WALSHIP, "ltx", "-json", url], capture_output=True, text=True,
+                         check=True, env=tool_env()).stdout
     levels = {}
     for f in json.loads(out)["files"]:
         count, size = levels.get(f["level"], (0, 0))
@@ -194,10 +210,10 @@ def composition(replica):
     return levels
 
 
-def restore_plan(replica, out):
+def restore_plan(url, out):
     """The files walship's restore reads, by level: (count, bytes)."""
-    out = subprocess.run([WALSHIP, "restore", "-dry-run", "-json", "-o", out, "file://" + replica],
-                         capture_output=True, text=True)
+    out = subprocess.run([WALSHIP, "restore", "-dry-run", "-json", "-o", out, url],
+                         capture_output=True, text=True, env=tool_env())
     try:
         doc = json.loads(out.stdout)
     except json.JSONDecodeError:
@@ -212,6 +228,50 @@ def restore_plan(replica, out):
     return levels
 
 
+class Moto:
+    """moto's S3 server on 127.0.0.1, holding a copy of the file replica."""
+
+    def __init__(self, workdir):
+        import boto3  # only --s3 needs it
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = open(os.path.join(workdir, "moto.log"), "w")
+        self.proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit(f"moto_server did not start; see {self.log.name}")
+                time.sleep(0.1)
+        self.s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.port}",
+                               region_name=REGION, aws_access_key_id=KEY,
+                               aws_secret_access_key=SECRET)
+        self.s3.create_bucket(Bucket=BUCKET)
+
+    def copy_replica(self, replica):
+        """Uploads every LTX file under the S3 layout (level as 4 hex digits); returns its URL."""
+        t0 = time.time()
+        root = os.path.join(replica, "ltx")
+        for level in sorted(os.listdir(root)):
+            for name in sorted(ltx_names(os.path.join(root, level))):
+                self.s3.upload_file(os.path.join(root, level, name), BUCKET,
+                                    f"replica/{int(level):04x}/{name}")
+        print(f"    copied to moto's S3 in {time.time() - t0:.0f} s", flush=True)
+        return (f"s3://{BUCKET}/replica?endpoint=http://127.0.0.1:{self.port}"
+                f"&forcePathStyle=true&region={REGION}")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
 def fmt_levels(levels):
     return ", ".join(f"L{lv} {c} files {b / 1e6:.1f} MB" for lv, (c, b) in sorted(levels.items()))
 
@@ -224,24 +284,47 @@ def remove_db(path):
             pass
 
 
-def restore(tool, replica, out, check, log_path):
-    """Runs one restore; returns wall seconds, CPU seconds and peak RSS in MB."""
+def hwm_mb(pid):
+    """The process's peak RSS so far (VmHWM), or 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def restore(tool, url, out, check, workdir):
+    """Runs one restore; returns wall seconds, CPU seconds and peak RSS in MB.
+
+    The peak RSS is the child's VmHWM, sampled every 5 ms until it exits: its ru_maxrss would
+    count this Python process's pages too (Linux keeps the high-water mark of the forked image
+    across exec).
+    """
     remove_db(out)
-    env = dict(os.environ)
-    env.pop("AWS_CA_BUNDLE", None)
-    cmd = [TOOLS[tool], "restore", "-integrity-check", check, "-o", out, "file://" + replica]
-    with open(log_path, "a") as log:
+    cmd = [TOOLS[tool], "restore", "-integrity-check", check, "-o", out, url]
+    with open(os.path.join(workdir, "restore.log"), "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-        # wait4 gives this child's own peak RSS, unlike RUSAGE_CHILDREN's maximum over all.
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=tool_env())
+        peak, done = [0.0], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], hwm_mb(proc.pid))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        # wait4 for the CPU time of this child alone.
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(f"{tool} restore exited with {proc.returncode}; see {log_path}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+        sys.exit(f"{tool} restore exited with {proc.returncode}; see {log.name}")
+    return wall, usage.ru_utime + usage.ru_stime, peak[0]
 
 
 def file_sha256(path):
@@ -282,43 +365,50 @@ def main():
     ap.add_argument("--integrity-check", choices=["none", "quick", "full"], default="none",
                     help="passed to both tools' restore")
     ap.add_argument("--quick", action="store_true", help="100 MB, 300 L0 files, 2 rounds")
+    ap.add_argument("--s3", action="store_true",
+                    help="restore from moto's S3 server (the same objects, copied there) instead")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.quick:
         args.size_mb, args.l0_files, args.rounds = 100, 300, 2
-    for binary in TOOLS.values():
+    for binary in list(TOOLS.values()) + ([MOTO] if args.s3 else []):
         if not os.path.exists(binary):
             sys.exit(f"{binary} is missing: run `make bench`, which builds and installs it")
     os.makedirs(BENCH_DIR, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="restore-speed-", dir=BENCH_DIR)
+    moto = None
     load_before = uptime()
     print(f"load before: {load_before}", flush=True)
     print(f"building a {args.size_mb} MB replica with {args.l0_files} L0 files in {workdir}",
           flush=True)
     try:
         db, replica = build_replica(workdir, args.size_mb, args.l0_files)
-        levels = composition(replica)
+        url = "file://" + replica
+        if args.s3:
+            moto = Moto(workdir)
+            url = moto.copy_replica(replica)
+        levels = composition(url)
         if levels.get(9, (0, 0))[0] != 1:
             sys.exit(f"the replica holds {levels.get(9, (0, 0))[0]} snapshots, not 1: the writes "
                      "outlasted the snapshot interval on a busy machine; run again")
         total = sum(b for _, b in levels.values())
         print(f"    replica: {sum(c for c, _ in levels.values())} files, {total / 1e6:.1f} MB: "
               f"{fmt_levels(levels)}", flush=True)
-        plan = restore_plan(replica, os.path.join(workdir, "plan.db"))
+        plan = restore_plan(url, os.path.join(workdir, "plan.db"))
         if plan:
             print(f"    restore plan: {fmt_levels(plan)}", flush=True)
         source_hash, source_rows = content_hash(db)
         db_mb = os.path.getsize(db) / 1e6
 
-        log_path = os.path.join(workdir, "restore.log")
         results = {tool: [] for tool in TOOLS}
         digests = {}
-        print(f"{args.rounds} rounds, -integrity-check {args.integrity_check} for both", flush=True)
+        print(f"{args.rounds} rounds from {url.split('?')[0]}, -integrity-check "
+              f"{args.integrity_check} for both", flush=True)
         for r in range(args.rounds):
             order = list(TOOLS) if r % 2 == 0 else list(reversed(TOOLS))
             for tool in order:
                 out = os.path.join(workdir, f"restored-{tool}.db")
-                wall, cpu, rss = restore(tool, replica, out, args.integrity_check, log_path)
+                wall, cpu, rss = restore(tool, url, out, args.integrity_check, workdir)
                 results[tool].append((wall, cpu, rss))
                 digest = file_sha256(out)
                 note = ""
@@ -340,20 +430,23 @@ def main():
         same = digests["walship"] == digests["litestream"]
         load_after = uptime()
     finally:
+        if moto:
+            moto.stop()
         if args.keep:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"database {db_mb:.0f} MB; replica {total / 1e6:.0f} MB: {fmt_levels(levels)}")
+    print(f"database {db_mb:.0f} MB; replica {total / 1e6:.0f} MB: {fmt_levels(levels)}; restored "
+          f"from {'moto S3' if args.s3 else 'a file replica'}, -integrity-check {args.integrity_check}")
     print(f"{'':<12}{'median s':>10}{'min s':>8}{'max s':>8}{'CPU s':>8}{'peak RSS MB':>13}")
     med = {}
-    for tool, rows_ in results.items():
-        walls = [x[0] for x in rows_]
+    for tool, runs in results.items():
+        walls = [run[0] for run in runs]
         med[tool] = statistics.median(walls)
         print(f"{tool:<12}{med[tool]:>10.2f}{min(walls):>8.2f}{max(walls):>8.2f}"
-              f"{statistics.median(x[1] for x in rows_):>8.2f}{max(x[2] for x in rows_):>13.1f}")
+              f"{statistics.median(run[1] for run in runs):>8.2f}{max(run[2] for run in runs):>13.1f}")
     print(f"ratio walship / Litestream (median wall time): {med['walship'] / med['litestream']:.2f}")
     print("restored files: " + ("byte-identical across tools and rounds" if same else
                                 "each tool's rounds identical; the tools' files differ in bytes, "

@@ -1,13 +1,20 @@
 //! `walship restore` end to end: replicas written by the real `walship replicate` and by the real
-//! `litestream replicate` 0.5.17, on file and S3 replicas, restored by the real binary.
+//! `litestream replicate` 0.5.17, on file and S3 replicas, restored by the real binary; and what
+//! a restore reports of its progress, to an observer and on a terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::db::{checkpointed_image, integrity_check};
+use ltx::database::encode_snapshot;
+use ltx::{Encoder, EncoderOptions, Header, Txid};
+use testkit::db::{checkpointed_image, fill_sample, integrity_check};
 use testkit::{litestream, ChildGuard, S3Server};
+use walship::replica::client::{ReplicaClient, SNAPSHOT_LEVEL};
 use walship::replica::timestamp::format_rfc3339_nano;
+use walship::restore::{describe, Progress, RestoreOptions, RestorePlan, Target};
 
 mod support;
 
@@ -396,4 +403,168 @@ fn outputs_that_exist_or_cannot_be_written() {
         &["-if-replica-exists"],
         None,
     );
+}
+
+/// A file replica built directly: a snapshot of a sample database (TXID 1), then L0 files for
+/// TXIDs 2..=6 that rewrite a few of its pages unchanged. Returns the replica and the image
+/// every restore of it must give.
+async fn built_replica(dir: &Path) -> (ReplicaClient, PathBuf, Vec<u8>) {
+    let src = dir.join("src.db");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    fill_sample(&conn, 7, 400);
+    drop(conn);
+    let image = read(&src);
+    let page_size = ltx::database::page_size_of(&image).unwrap();
+    let commit = (image.len() / page_size as usize) as u32;
+    let root = dir.join("replica");
+    let client = ReplicaClient::file("file", &root).unwrap();
+    let snapshot = dir.join("snapshot.ltx");
+    let file = std::fs::File::create(&snapshot).unwrap();
+    encode_snapshot(
+        std::io::Cursor::new(&image),
+        file,
+        Txid(1),
+        1_700_000_000_000,
+        EncoderOptions::default(),
+    )
+    .unwrap();
+    client.put_file(SNAPSHOT_LEVEL, &snapshot).await.unwrap();
+    for txid in 2..=6u64 {
+        let header = Header::new(page_size, commit, Txid(txid), Txid(txid), 1_700_000_000_000);
+        let path = dir.join(format!("{txid}.ltx"));
+        let mut enc = Encoder::new(
+            std::fs::File::create(&path).unwrap(),
+            header,
+            EncoderOptions::default(),
+        )
+        .unwrap();
+        for pgno in (1..=commit).step_by(txid as usize) {
+            let at = (pgno as usize - 1) * page_size as usize;
+            enc.write_page(pgno, &image[at..at + page_size as usize])
+                .unwrap();
+        }
+        enc.finish().unwrap();
+        client.put_file(0, &path).await.unwrap();
+    }
+    (client, root, image)
+}
+
+/// What a restore told its observer.
+#[derive(Debug, Default)]
+struct Recorder {
+    started: Mutex<Vec<(usize, u64)>>,
+    bytes: AtomicU64,
+    files: Mutex<Vec<(String, u64)>>,
+    downloaded: AtomicBool,
+}
+
+impl Progress for Recorder {
+    fn start(&self, files: usize, bytes: u64) {
+        self.started.lock().unwrap().push((files, bytes));
+    }
+
+    fn advance(&self, bytes: u64) {
+        assert!(
+            !self.downloaded.load(Ordering::SeqCst),
+            "bytes after the end"
+        );
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn file_done(&self, file: &str, size: u64) {
+        self.files.lock().unwrap().push((file.to_string(), size));
+    }
+
+    fn downloaded(&self) {
+        self.downloaded.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn progress_sees_every_file_and_the_plans_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, _, image) = built_replica(dir.path()).await;
+    let RestorePlan::Ltx(plan) = walship::restore::plan(&client, Target::Latest)
+        .await
+        .unwrap()
+    else {
+        panic!("not an LTX plan");
+    };
+    assert_eq!(plan.files.len(), 6, "{plan:?}");
+
+    let recorder = Arc::new(Recorder::default());
+    let out = dir.path().join("out.db");
+    let opts = RestoreOptions {
+        parallelism: 3,
+        progress: recorder.clone(),
+        ..RestoreOptions::new(&out)
+    };
+    let restored = walship::restore::restore(&client, &RestorePlan::Ltx(plan.clone()), &opts)
+        .await
+        .unwrap();
+    assert!(read(&out) == image, "the restore is not the source");
+
+    assert_eq!(*recorder.started.lock().unwrap(), [(6, plan.size())]);
+    assert_eq!(recorder.bytes.load(Ordering::SeqCst), plan.size());
+    assert_eq!(restored.bytes, plan.size());
+    assert!(recorder.downloaded.load(Ordering::SeqCst));
+    let mut seen = recorder.files.lock().unwrap().clone();
+    seen.sort();
+    let mut want: Vec<(String, u64)> = plan
+        .files
+        .iter()
+        .map(|f| (describe(f.key), f.size))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn no_progress_output_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, root, image) = built_replica(dir.path()).await;
+    let url = format!("file://{}", root.display());
+    let out = dir.path().join("out.db");
+    // Piped, as scripts, tests and the Datasette plugin run it.
+    let res = restore_ok(&url, &out, &[], None);
+    assert!(read(&out) == image);
+    let stderr = String::from_utf8(res.stderr).unwrap();
+    assert!(
+        stderr.starts_with("walship: restored ") && stderr.lines().count() == 1,
+        "{stderr:?}"
+    );
+    assert!(
+        !stderr.contains(['\r', '\x1b']) && !stderr.contains("restoring"),
+        "{stderr:?}"
+    );
+    assert!(res.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn a_terminal_gets_a_progress_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, root, image) = built_replica(dir.path()).await;
+    let out = dir.path().join("out.db");
+    // `script` runs the restore on a pseudo-terminal and copies what it shows to stdout.
+    let command = format!(
+        "{} restore -o {} file://{}",
+        env!("CARGO_BIN_EXE_walship"),
+        out.display(),
+        root.display()
+    );
+    let res = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success(), "{shown}");
+    assert!(read(&out) == image);
+    // Draws are rate-limited, so only the first (the totals) is sure to be shown.
+    assert!(
+        shown.contains("restoring 0 B/") && shown.contains("0/6 files"),
+        "{shown:?}"
+    );
+    // The bar is cleared before the result is printed.
+    let last = shown.rsplit("\x1b[2K").next().unwrap();
+    assert!(last.starts_with("walship: restored "), "{shown:?}");
 }

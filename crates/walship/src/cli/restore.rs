@@ -1,10 +1,14 @@
 //! `walship restore`: rebuild a database from a replica, as of the latest state, a timestamp or
 //! a TXID, with Litestream 0.5's flags and meanings.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ltx::Txid;
 use serde_json::json;
 use walship::config::{process_env, ReplicaConfig};
@@ -13,8 +17,8 @@ use walship::replica::client_for;
 use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
 use walship::restore::follow;
 use walship::restore::{
-    self, IntegrityCheck, LegacyPlan, Plan, RestoreError, RestoreOptions, RestorePlan, Target,
-    DEFAULT_PARALLELISM,
+    self, IntegrityCheck, LegacyPlan, NoProgress, Plan, Progress, RestoreError, RestoreOptions,
+    RestorePlan, Target, DEFAULT_PARALLELISM,
 };
 
 /// Flags of `walship restore`.
@@ -125,14 +129,24 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // Scripts, tests and the Datasette plugin read stderr: a bar only for a person at a terminal.
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| Arc::new(Bar::new()));
     let opts = RestoreOptions {
         output: output.clone(),
         parallelism: args.parallelism,
         integrity_check: args.integrity_check.into(),
         force: args.force,
+        progress: match &bar {
+            Some(bar) => bar.clone(),
+            None => Arc::new(NoProgress),
+        },
     };
     let started = Instant::now();
-    let restored = runtime.block_on(restore::restore(&client, &plan, &opts))?;
+    let restored = runtime.block_on(restore::restore(&client, &plan, &opts));
+    if let Some(bar) = bar {
+        bar.bar.finish_and_clear();
+    }
+    let restored = restored?;
     let ms = started.elapsed().as_millis();
     let check = IntegrityCheck::from(args.integrity_check)
         .pragma()
@@ -188,6 +202,67 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The restore's downloads as a bar on stderr: bytes and files so far of the plan's, the rate
+/// and the time left.
+#[derive(Debug)]
+struct Bar {
+    bar: ProgressBar,
+    files: AtomicUsize,
+    total_files: AtomicUsize,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        let style = ProgressStyle::with_template(
+            "{spinner} restoring {bytes}/{total_bytes} [{wide_bar}] {msg}, \
+             {binary_bytes_per_sec}, ETA {eta}",
+        )
+        .expect("the template is valid")
+        .tick_chars("|/-\\ ")
+        .progress_chars("=> ");
+        // Hidden until the totals are known, so that no empty bar flashes first.
+        let bar =
+            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden()).with_style(style);
+        Bar {
+            bar,
+            files: AtomicUsize::new(0),
+            total_files: AtomicUsize::new(0),
+        }
+    }
+
+    fn show_files(&self, done: usize) {
+        let total = self.total_files.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done}/{total} files"));
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, files: usize, bytes: u64) {
+        self.total_files.store(files, Ordering::Relaxed);
+        self.show_files(0);
+        self.bar.set_length(bytes);
+        self.bar.reset_eta();
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        self.bar.tick();
+        // Ticks keep the rate and ETA moving while a large file downloads.
+        self.bar.enable_steady_tick(Duration::from_millis(200));
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    fn file_done(&self, _file: &str, _size: u64) {
+        self.show_files(self.files.fetch_add(1, Ordering::Relaxed) + 1);
+    }
+
+    fn downloaded(&self) {
+        let total = self.total_files.load(Ordering::Relaxed);
+        self.bar
+            .set_message(format!("{total}/{total} files, applying"));
+    }
 }
 
 /// Keeps `output` (at `txid`) current until SIGINT or SIGTERM.

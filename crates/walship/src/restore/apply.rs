@@ -9,8 +9,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ltx::{CompactOptions, Header, Txid, HEADER_SIZE};
 use rusqlite::{Connection, OpenFlags};
+use tokio::io::AsyncWriteExt;
 
-use super::{describe, output, IntegrityCheck, Plan, RestoreError, RestoreOptions};
+use super::{describe, output, IntegrityCheck, Plan, Progress, RestoreError, RestoreOptions};
 use crate::replica::client::{LtxKey, ReplicaClient};
 use crate::{Error, Result};
 
@@ -46,7 +47,7 @@ pub(super) async fn restore_ltx(
 ) -> Result<Restored> {
     output::check(&opts.output, opts.force)?;
     let work = output::work_dir(&opts.output)?;
-    let paths = download(client, plan, work.path(), opts.parallelism).await?;
+    let paths = download(client, plan, work.path(), opts.parallelism, &*opts.progress).await?;
     let db = work.path().join("restored.db");
     let located: Vec<String> = plan.files.iter().map(|f| located(client, f.key)).collect();
     let keys: Vec<LtxKey> = plan.files.iter().map(|f| f.key).collect();
@@ -66,28 +67,76 @@ pub(super) async fn restore_ltx(
     })
 }
 
-/// Downloads the plan's files into `dir`, `parallelism` at a time; returns their paths in
-/// plan order.
+/// Downloads the plan's files into `dir`, `parallelism` at a time, telling `progress` as bytes
+/// arrive; returns their paths in plan order.
 async fn download(
     client: &ReplicaClient,
     plan: &Plan,
     dir: &Path,
     parallelism: usize,
+    progress: &dyn Progress,
 ) -> Result<Vec<PathBuf>> {
-    stream::iter(plan.files.iter().enumerate())
-        .map(|(i, f)| async move {
+    progress.start(plan.files.len(), plan.size());
+    let paths = stream::iter(plan.files.iter().enumerate())
+        .map(|(i, f)| {
             let dest = dir.join(format!("{i:08}.ltx"));
-            match client.get_to_file(f.key, &dest).await {
-                Ok(_) => Ok(dest),
-                Err(e) => Err(Error::from(RestoreError::File {
-                    file: describe(f.key),
-                    cause: Box::new(e),
-                })),
+            // Created before its download starts: a download dropped on another's failure
+            // then cannot add a file to the work directory while it is being removed.
+            let file = std::fs::File::create(&dest);
+            async move {
+                let name = describe(f.key);
+                let fetched = match file {
+                    Ok(file) => fetch(client, f.key, file, &dest, progress).await,
+                    Err(e) => Err(local_error(&dest)(e)),
+                };
+                match fetched {
+                    Ok(size) => {
+                        progress.file_done(&name, size);
+                        Ok(dest)
+                    }
+                    Err(e) => Err(Error::from(RestoreError::File {
+                        file: name,
+                        cause: Box::new(e),
+                    })),
+                }
             }
         })
         .buffered(parallelism.max(1))
         .try_collect()
-        .await
+        .await?;
+    progress.downloaded();
+    Ok(paths)
+}
+
+/// Downloads one file into `file` (at `dest`); returns its size. Not fsynced: it is scratch
+/// input to the merge, read back by this process and removed with the work directory; only
+/// the merged database must be durable.
+async fn fetch(
+    client: &ReplicaClient,
+    key: LtxKey,
+    file: File,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let mut chunks = client.get(key).await?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut size = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        file.write_all(&chunk).await.map_err(local_error(dest))?;
+        size += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
+    }
+    file.flush().await.map_err(local_error(dest))?;
+    Ok(size)
+}
+
+/// Maps a failure of a local file to an error naming it.
+fn local_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Merges the downloaded files (oldest first) into the database file `db`, fsynced.

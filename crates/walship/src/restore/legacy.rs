@@ -21,7 +21,7 @@ use rusqlite::Connection;
 use tokio::io::AsyncWriteExt;
 
 use super::apply::{blocking, integrity_check};
-use super::{output, RestoreError, RestoreOptions, Restored, Target};
+use super::{output, Progress, RestoreError, RestoreOptions, Restored, Target};
 use crate::replica::client::{LtxFileInfo, ReplicaClient, SNAPSHOT_LEVEL};
 use crate::replica::timestamp::format_rfc3339_nano;
 use crate::{Error, Result};
@@ -359,8 +359,11 @@ pub async fn restore(
     let db = work.path().join("restored.db");
     let wal = work.path().join("restored.db-wal");
 
+    let progress = &opts.progress;
+    progress.start(1 + plan.segments.len(), plan.size());
     let snapshot = work.path().join("snapshot.lz4");
-    download(client, &plan.snapshot, &snapshot).await?;
+    let file = File::create(&snapshot).map_err(io_error(&snapshot))?;
+    download(client, &plan.snapshot, file, &snapshot, &**progress).await?;
     {
         let (object, db) = (plan.snapshot.clone(), db.clone());
         let replica = client.name().to_string();
@@ -379,9 +382,14 @@ pub async fn restore(
     let mut downloads = stream::iter(plan.segments.iter().enumerate())
         .map(|(i, seg)| {
             let dest = dir.join(format!("{i:08}.wal.lz4"));
-            let (client, object) = (client.clone(), seg.clone());
+            // Created before the task starts: an aborted task keeps running until its next
+            // await, and must then not add a file to the work directory being removed.
+            let file = File::create(&dest).map_err(io_error(&dest));
+            let (client, object, progress) = (client.clone(), seg.clone(), progress.clone());
             let task = AbortOnDrop(tokio::spawn(async move {
-                download(&client, &object, &dest).await.map(|()| dest)
+                download(&client, &object, file?, &dest, &*progress)
+                    .await
+                    .map(|()| dest)
             }));
             async move {
                 let dest = task.await.unwrap_or_else(|e| {
@@ -445,6 +453,7 @@ pub async fn restore(
         open = Some(current);
     }
     drop(downloads);
+    progress.downloaded();
     let (out, check, force) = (opts.output.clone(), opts.integrity_check, opts.force);
     let replica = client.name().to_string();
     let db_path = db.clone();
@@ -548,8 +557,14 @@ impl OpenWal {
     }
 }
 
-/// Downloads one object to `dest`, fsynced.
-async fn download(client: &ReplicaClient, object: &LegacyObject, dest: &FsPath) -> Result<()> {
+/// Downloads one object into `file` (at `dest`), fsynced, telling `progress` as bytes arrive.
+async fn download(
+    client: &ReplicaClient,
+    object: &LegacyObject,
+    file: File,
+    dest: &FsPath,
+    progress: &dyn Progress,
+) -> Result<()> {
     let failed = |reason: String| object_error(client.name(), object, reason);
     let got = client
         .store()
@@ -557,14 +572,16 @@ async fn download(client: &ReplicaClient, object: &LegacyObject, dest: &FsPath) 
         .await
         .map_err(|e| failed(format!("cannot download it: {e}")))?;
     let mut chunks = got.into_stream();
-    let mut file = tokio::fs::File::create(dest)
-        .await
-        .map_err(io_error(dest))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let mut size = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| failed(format!("cannot download it: {e}")))?;
         file.write_all(&chunk).await.map_err(io_error(dest))?;
+        size += chunk.len() as u64;
+        progress.advance(chunk.len() as u64);
     }
     file.sync_all().await.map_err(io_error(dest))?;
+    progress.file_done(&object.describe(), size);
     Ok(())
 }
 

@@ -13,11 +13,15 @@ pub mod follow;
 pub mod legacy;
 mod output;
 mod plan;
+mod progress;
 
 pub use apply::Restored;
 pub use error::RestoreError;
 pub use legacy::{LegacyBackups, LegacyObject, LegacyPlan};
 pub use plan::{choose, Plan, Target};
+pub use progress::{NoProgress, Progress};
+
+use std::sync::Arc;
 
 use crate::replica::client::{LtxKey, ReplicaClient};
 
@@ -99,16 +103,20 @@ pub struct RestoreOptions {
     pub integrity_check: IntegrityCheck,
     /// Replace an existing output and remove its `-wal`, `-shm` and `-journal` files.
     pub force: bool,
+    /// Told how the downloads advance.
+    pub progress: Arc<dyn Progress>,
 }
 
 impl RestoreOptions {
-    /// Options writing `output` with the defaults: 8 downloads, a quick check, no overwriting.
+    /// Options writing `output` with the defaults: 8 downloads, a quick check, no overwriting,
+    /// no progress reports.
     pub fn new(output: impl Into<std::path::PathBuf>) -> Self {
         RestoreOptions {
             output: output.into(),
             parallelism: DEFAULT_PARALLELISM,
             integrity_check: IntegrityCheck::default(),
             force: false,
+            progress: Arc::new(NoProgress),
         }
     }
 }

@@ -83,6 +83,9 @@ pub enum FullReason {
     WalTruncated,
     /// The database file was replaced (a restore, a copy over it): a different file now.
     DbReplaced,
+    /// The last capture ended past the WAL index's last committed frame (a store written by a
+    /// walship that read uncommitted frames).
+    WalRewound,
 }
 
 impl fmt::Display for FullReason {
@@ -92,6 +95,7 @@ impl fmt::Display for FullReason {
             FullReason::WalRestarted => "WAL restarted by another process",
             FullReason::WalTruncated => "WAL truncated by another process",
             FullReason::DbReplaced => "the database file was replaced",
+            FullReason::WalRewound => "the last capture ended past the WAL's committed frames",
         })
     }
 }
@@ -245,6 +249,9 @@ impl Db {
         let salts = (wal.header().salt1, wal.header().salt2);
         if salts != (header.wal_salt1, header.wal_salt2)
             || wal.header().page_size != header.page_size
+            || self
+                .index_max_frame(&wal)?
+                .is_none_or(|max_frame| end > frame_end(&wal, max_frame))
         {
             return Ok(None);
         }
@@ -441,14 +448,22 @@ impl Db {
             };
         };
         let salts = (wal.header().salt1, wal.header().salt2);
+        let Some(max_frame) = self.index_max_frame(&wal)? else {
+            return Ok(None); // the WAL index is being rebuilt: the next tick captures
+        };
         let start = if salts == pos.salts {
+            if pos.end.offset > frame_end(&wal, max_frame) {
+                // Never after this fix; a store written by an older walship may hold frames the
+                // WAL index never took in, since overwritten.
+                return self.capture_full(Some(wal), FullReason::WalRewound);
+            }
             pos.end
         } else if self.read_lapsed {
             return self.capture_full(Some(wal), FullReason::WalRestarted);
         } else {
             wal.start()
         };
-        let Some(committed) = wal.committed(start, max_bytes)? else {
+        let Some(committed) = wal.committed_until(start, max_bytes, max_frame)? else {
             return Ok(None);
         };
         let page_size = wal.header().page_size;
@@ -496,7 +511,10 @@ impl Db {
         let (db_page_size, db_pages) = self.db_file_geometry()?;
         let mut wal = wal;
         let committed = match wal.as_mut() {
-            Some(w) => w.committed(w.start(), u64::MAX)?,
+            Some(w) => match self.index_max_frame(w)? {
+                Some(max_frame) => w.committed_until(w.start(), u64::MAX, max_frame)?,
+                None => return Ok(None), // the WAL index is being rebuilt: try again next tick
+            },
             None => None,
         };
         let page_size = match (&wal, &committed) {
@@ -647,23 +665,52 @@ impl Db {
                 }
             },
         };
-        let mut buf = [0u8; 48];
-        match shm.read_exact_at(&mut buf, 0) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(source) => {
-                return Err(Error::Io {
-                    path: self.shm_path.clone(),
-                    source,
-                })
+        // SQLite writes the header twice and readers trust it only when both copies agree and
+        // it is initialised (byte 12); a writer may be between the two copies: read again.
+        let mut buf = [0u8; 96];
+        for _ in 0..SHM_HEADER_TRIES {
+            match shm.read_exact_at(&mut buf, 0) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: self.shm_path.clone(),
+                        source,
+                    })
+                }
             }
+            if buf[..48] == buf[48..] && buf[12] == 1 {
+                // The WAL index is in the machine's native byte order; the salts are copied as
+                // bytes from the WAL header, which is big-endian.
+                let native = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+                let big = |o: usize| u32::from_be_bytes(buf[o..o + 4].try_into().unwrap());
+                return Ok(Some((native(16), (big(32), big(36)))));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        // The WAL index is in the machine's native byte order; the salts are copied as bytes
-        // from the WAL header, which is big-endian.
-        let native = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
-        let big = |o: usize| u32::from_be_bytes(buf[o..o + 4].try_into().unwrap());
-        Ok(Some((native(16), (big(32), big(36)))))
+        Ok(None)
     }
+
+    /// The last frame of `wal` that SQLite counts as committed: the WAL index's `mxFrame` when
+    /// the index describes this WAL, 0 when it describes another (a restart not yet written
+    /// out), `None` while the index is unreadable or being rebuilt.
+    fn index_max_frame(&self, wal: &WalReader<File>) -> Result<Option<u32>> {
+        Ok(self.read_shm_header()?.map(|(max_frame, salts)| {
+            if salts == (wal.header().salt1, wal.header().salt2) {
+                max_frame
+            } else {
+                0
+            }
+        }))
+    }
+}
+
+/// How many times a torn WAL index header is read again (1 ms apart) before giving up for now.
+const SHM_HEADER_TRIES: u32 = 100;
+
+/// The WAL offset just past frame `frame` (from 1).
+fn frame_end(wal: &WalReader<File>, frame: u32) -> u64 {
+    WAL_HEADER_SIZE + u64::from(frame) * wal.frame_size()
 }
 
 fn connect(path: &Path, busy_timeout: Duration) -> Result<Connection> {

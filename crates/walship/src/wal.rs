@@ -252,10 +252,29 @@ impl<R: Read + Seek> WalReader<R> {
     /// or `None` if no transaction was committed after `start`. At most `max_bytes` of frames are
     /// taken, cut at a commit boundary (at least one transaction is always taken).
     pub fn committed(&mut self, start: WalPosition, max_bytes: u64) -> Result<Option<Committed>> {
+        self.committed_until(start, max_bytes, u32::MAX)
+    }
+
+    /// As [`WalReader::committed`], but only frames numbered up to `max_frame` (from 1).
+    ///
+    /// While any connection has the database open, a transaction is committed when the WAL
+    /// index (`mxFrame` in `-shm`) takes it in, not when its frames are written: a writer that
+    /// dies between the two leaves valid frames with a commit mark past `mxFrame`, which the next
+    /// writer overwrites. They must never be captured.
+    pub fn committed_until(
+        &mut self,
+        start: WalPosition,
+        max_bytes: u64,
+        max_frame: u32,
+    ) -> Result<Option<Committed>> {
+        let end = WAL_HEADER_SIZE.saturating_add(u64::from(max_frame) * self.frame_size());
         let mut pos = start;
         let mut pending: BTreeMap<u32, FrameRef> = BTreeMap::new();
         let mut done: Option<Committed> = None;
-        while let Some((fh, next)) = self.read_frame(pos)? {
+        while pos.offset < end {
+            let Some((fh, next)) = self.read_frame(pos)? else {
+                break;
+            };
             let frame = FrameRef {
                 offset: pos.offset,
                 seed: pos.checksum,

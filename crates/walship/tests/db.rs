@@ -393,3 +393,55 @@ fn a_restart_of_walship_resumes_when_the_wal_still_holds_its_last_capture() {
     assert_eq!(synced.kind, CaptureKind::Full(FullReason::FirstSync));
     assert_eq!(synced.header.min_txid, Txid(100));
 }
+
+/// Puts the WAL index header (both copies) of `db` back to `saved`, as it is when a writer died
+/// after writing its frames but before the WAL index took them in.
+fn rewind_wal_index(db: &Path, saved: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let shm = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("{}-shm", db.display()))
+        .unwrap();
+    shm.write_all_at(saved, 0).unwrap();
+}
+
+fn wal_index_header(db: &Path) -> Vec<u8> {
+    std::fs::read(format!("{}-shm", db.display())).unwrap()[..96].to_vec()
+}
+
+#[test]
+fn frames_a_dead_writer_wrote_past_the_wal_index_are_never_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let conn = app(&path);
+    insert(&conn, 20, "committed");
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    db.sync().unwrap().unwrap();
+    let before = wal_index_header(&path);
+
+    // A transaction whose frames (commit mark and all) reach the WAL, but not the WAL index.
+    conn.execute("INSERT INTO t(v) VALUES ('phantom')", [])
+        .unwrap();
+    drop(conn);
+    rewind_wal_index(&path, &before);
+    let conn = app(&path);
+    let phantom: i64 = conn
+        .query_row("SELECT count(*) FROM t WHERE v = 'phantom'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        phantom, 0,
+        "SQLite itself does not count the frames as committed"
+    );
+    assert!(
+        db.sync().unwrap().is_none(),
+        "walship captured frames the WAL index never took in"
+    );
+
+    // The next writer overwrites those frames with its own transaction.
+    conn.execute("INSERT INTO t(v) VALUES ('real')", [])
+        .unwrap();
+    db.sync().unwrap().unwrap();
+    assert_same(&l0_files(&db), &path);
+}

@@ -76,15 +76,6 @@ pub fn compact<R: Read, W: Write>(
     }
     for i in 1..ins.len() {
         let (prev, cur) = (ins[i - 1].dec.header(), ins[i].dec.header());
-        if prev.page_size != cur.page_size {
-            return Err(wrap(
-                i,
-                Error::InvalidInput(format!(
-                    "page size {} differs from the previous input's {}",
-                    cur.page_size, prev.page_size
-                )),
-            ));
-        }
         if !(cur.min_txid.0 <= prev.max_txid.0 + 1 && cur.max_txid > prev.max_txid) {
             return Err(wrap(
                 i,
@@ -96,6 +87,20 @@ pub fn compact<R: Read, W: Write>(
         }
     }
     let first = *ins[0].dec.header();
+    // A database whose page size changed (VACUUM after `PRAGMA page_size`, or a file replaced by
+    // one with another page size) was captured whole at the change, so the inputs before that
+    // one add nothing: they are verified, then left out. The output must then hold every page.
+    let base = (1..ins.len())
+        .rev()
+        .find(|&i| ins[i - 1].dec.header().page_size != ins[i].dec.header().page_size)
+        .unwrap_or(0);
+    for (i, input) in ins.drain(..base).enumerate() {
+        let mut dec = input.dec;
+        let mut page = input.page;
+        while dec.read_page(&mut page).map_err(|e| wrap(i, e))?.is_some() {}
+        dec.finish().map_err(|e| wrap(i, e))?;
+    }
+    let page_size = ins[0].dec.header().page_size;
     let last = *ins[ins.len() - 1].dec.header();
     let min_txid = if opts.snapshot {
         crate::Txid(1)
@@ -103,7 +108,7 @@ pub fn compact<R: Read, W: Write>(
         first.min_txid
     };
     let mut header = Header::new(
-        first.page_size,
+        page_size,
         last.commit,
         min_txid,
         last.max_txid,
@@ -122,7 +127,7 @@ pub fn compact<R: Read, W: Write>(
     )?;
 
     for (i, input) in ins.iter_mut().enumerate() {
-        input.advance(i)?;
+        input.advance(base + i)?;
     }
     let mut written = 0u32;
     while let Some(pgno) = ins.iter().filter_map(|x| x.pgno).min() {
@@ -136,24 +141,31 @@ pub fn compact<R: Read, W: Write>(
         }
         for (i, input) in ins.iter_mut().enumerate() {
             if input.pgno == Some(pgno) {
-                input.advance(i)?;
+                input.advance(base + i)?;
             }
         }
     }
 
-    if opts.snapshot {
-        let lock = header.lock_pgno();
-        let expected = header.commit - u32::from(lock <= header.commit);
-        if written != expected {
-            return Err(Error::InvalidInput(format!(
-                "cannot write a snapshot: the inputs hold {written} of the database's {expected} \
-                 pages; the first input must be a whole database"
-            )));
-        }
+    let lock = header.lock_pgno();
+    let expected = header.commit - u32::from(lock <= header.commit);
+    if opts.snapshot && written != expected {
+        return Err(Error::InvalidInput(format!(
+            "cannot write a snapshot: the inputs hold {written} of the database's {expected} \
+             pages; the first input must be a whole database"
+        )));
+    }
+    if base > 0 && written != expected {
+        return Err(wrap(
+            base,
+            Error::InvalidInput(format!(
+                "the page size changes to {page_size} here, but the inputs from here hold only \
+                 {written} of the database's {expected} pages"
+            )),
+        ));
     }
     let mut post_apply = None;
     for (i, input) in ins.into_iter().enumerate() {
-        let (_, trailer) = input.dec.finish().map_err(|e| wrap(i, e))?;
+        let (_, trailer) = input.dec.finish().map_err(|e| wrap(base + i, e))?;
         post_apply = Some(trailer.post_apply_checksum);
     }
     if !header.no_checksum() {

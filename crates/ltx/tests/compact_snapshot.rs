@@ -1,5 +1,6 @@
 //! Compacting a chain into a snapshot: allowed only when the chain's first file is a whole
-//! database (a full capture need not start at TXID 1).
+//! database (a full capture need not start at TXID 1). And merging across a change of page size,
+//! which only a whole database at the change makes possible.
 
 use ltx::database::decode_snapshot;
 use ltx::{
@@ -9,8 +10,12 @@ use ltx::{
 const PAGE: u32 = 512;
 
 fn file(min: u64, max: u64, commit: u32, pages: &[(u32, u8)]) -> Vec<u8> {
+    file_of(PAGE, min, max, commit, pages)
+}
+
+fn file_of(page: u32, min: u64, max: u64, commit: u32, pages: &[(u32, u8)]) -> Vec<u8> {
     let mut h = Header::new(
-        PAGE,
+        page,
         commit,
         Txid(min),
         Txid(max),
@@ -19,7 +24,7 @@ fn file(min: u64, max: u64, commit: u32, pages: &[(u32, u8)]) -> Vec<u8> {
     h.flags = HEADER_FLAG_NO_CHECKSUM;
     let mut enc = Encoder::new(Vec::new(), h, EncoderOptions::default()).unwrap();
     for &(pgno, fill) in pages {
-        enc.write_page(pgno, &vec![fill; PAGE as usize]).unwrap();
+        enc.write_page(pgno, &vec![fill; page as usize]).unwrap();
     }
     enc.finish().unwrap().0
 }
@@ -52,4 +57,33 @@ fn a_chain_missing_pages_is_refused() {
     let short = file(5, 5, 3, &[(1, 1), (2, 2)]);
     let err = snapshot(vec![short]).unwrap_err().to_string();
     assert!(err.contains("2 of the database's 3 pages"), "{err}");
+}
+
+fn merge(inputs: Vec<Vec<u8>>) -> ltx::Result<(Vec<u8>, Header)> {
+    let readers = inputs.iter().map(|f| f.as_slice()).collect();
+    compact(readers, Vec::new(), CompactOptions::default()).map(|(out, h, _)| (out, h))
+}
+
+#[test]
+fn a_page_size_change_starts_over_from_the_whole_database_captured_at_it() {
+    let before = file(1, 1, 3, &[(1, 1), (2, 2), (3, 3)]);
+    let more = file(2, 2, 3, &[(3, 30)]);
+    let changed = file_of(1024, 3, 3, 2, &[(1, 7), (2, 8)]);
+    let after = file_of(1024, 4, 5, 3, &[(3, 9)]);
+    let (out, h) = merge(vec![before, more, changed, after]).unwrap();
+    assert_eq!(
+        (h.page_size, h.min_txid, h.max_txid, h.commit),
+        (1024, Txid(1), Txid(5), 3)
+    );
+    let (db, _) = decode_snapshot(out.as_slice(), Vec::new()).unwrap();
+    let fills: Vec<u8> = db.chunks(1024).map(|p| p[0]).collect();
+    assert_eq!(fills, [7, 8, 9]);
+}
+
+#[test]
+fn a_page_size_change_without_the_whole_database_is_refused() {
+    let before = file(1, 1, 3, &[(1, 1), (2, 2), (3, 3)]);
+    let partial = file_of(1024, 2, 2, 3, &[(1, 7)]);
+    let err = merge(vec![before, partial]).unwrap_err().to_string();
+    assert!(err.contains("page size changes to 1024"), "{err}");
 }

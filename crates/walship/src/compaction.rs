@@ -273,7 +273,8 @@ impl Compactor {
     }
 
     /// Removes the snapshots that no point inside the retention window needs, then level files
-    /// that end before the oldest kept snapshot (keeping the newest file of each level).
+    /// that end before the oldest kept snapshot once it is older than the window (keeping the
+    /// newest file of each level).
     ///
     /// A snapshot goes only once the snapshot after it is itself older than the window's start:
     /// Litestream drops every snapshot older than the retention, which with its defaults (24 h
@@ -284,17 +285,24 @@ impl Compactor {
             .checked_sub(self.opts.snapshot_retention)
             .unwrap_or(UNIX_EPOCH);
         let mut removed = 0;
-        let mut floor = None;
+        let mut oldest_kept = None;
         for pair in snapshots.windows(2) {
             if modified(&pair[1]) <= cutoff {
                 self.store.remove(&pair[0])?;
                 removed += 1;
             } else {
-                floor.get_or_insert(pair[0].max_txid);
+                oldest_kept.get_or_insert(&pair[0]);
             }
         }
-        let Some(floor) = floor.or(snapshots.last().map(|s| s.max_txid)) else {
-            return Ok(0);
+        // Level files below the oldest kept snapshot serve only times before it: they may go
+        // once that snapshot is itself older than the window's start. Until then (the first
+        // snapshot of a store, or one taken late after crashes), the window's start needs them.
+        let Some(floor) = oldest_kept
+            .or(snapshots.last())
+            .filter(|s| modified(s) <= cutoff)
+            .map(|s| s.max_txid)
+        else {
+            return Ok(removed);
         };
         for level in 0..SNAPSHOT_LEVEL {
             let mut files = self.store.list(level)?;

@@ -193,3 +193,45 @@ fn every_time_in_the_retention_window_restores_after_compaction_and_retention() 
         );
     }
 }
+
+/// The first snapshot of a store must not take with it the files that restore the moments
+/// before it that are still inside the retention window; once it is older than the window, they
+/// go.
+#[test]
+fn the_files_before_a_snapshot_stay_while_the_window_still_reaches_before_it() {
+    use walship::compaction::{CompactionOptions, Compactor};
+    use walship::db::{Db, DbOptions};
+    use walship::store::LocalStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let conn = app(&path);
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    for i in 1..=3 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i])
+            .unwrap();
+        db.sync().unwrap().unwrap();
+    }
+    let store = LocalStore::open(&LocalStore::default_dir(&path)).unwrap();
+    let l0 = |store: &LocalStore| store.list(0).unwrap().len();
+    assert_eq!(l0(&store), 3);
+    let opts = CompactionOptions {
+        levels: vec![Duration::from_secs(3600)],
+        snapshot_interval: Duration::from_secs(1),
+        snapshot_retention: Duration::from_secs(60),
+        l0_retention: Duration::ZERO,
+        l0_retention_check_interval: Duration::from_secs(3600),
+        encoding: ltx::PageEncoding::Block,
+    };
+    let mut compactor = Compactor::new(LocalStore::open(store.root()).unwrap(), opts).unwrap();
+    let now = SystemTime::now();
+    let report = compactor.tick(now + Duration::from_secs(2)).unwrap();
+    assert!(report.written.iter().any(|w| w.0 == 9), "{report:?}");
+    assert_eq!(l0(&store), 3, "the first snapshot took the files before it");
+    compactor.tick(now + Duration::from_secs(120)).unwrap();
+    assert_eq!(
+        l0(&store),
+        1,
+        "files behind a snapshot older than the window stayed"
+    );
+}

@@ -154,7 +154,16 @@ fn check_chain(
         .filter(|f| f.key.level != SNAPSHOT_LEVEL && eligible(f))
         .filter(|f| f.key.min_txid.0 > current.0 + 1)
         .min_by_key(|f| f.key.min_txid);
-    match hole {
+    // A file too new for the target that covers the gap means retention removed the L0 files
+    // it was compacted from: the target falls between the times the levels keep, and the chain
+    // ends at the last state before it. No such file means files are missing.
+    let retained_gap = files.iter().any(|f| {
+        f.key.level != SNAPSHOT_LEVEL
+            && !eligible(f)
+            && f.key.min_txid.0 <= current.0 + 1
+            && current.0 + 1 <= f.key.max_txid.0
+    });
+    match hole.filter(|_| !retained_gap) {
         Some(next) => Err(RestoreError::NonContiguous {
             replica: replica.into(),
             after: current,
@@ -334,6 +343,35 @@ mod tests {
             keys(&choose("r", &files, Target::Latest).unwrap()),
             [(0, 1, 3)]
         );
+    }
+
+    #[test]
+    fn a_time_between_the_l0_files_retention_removed_restores_the_state_before_it() {
+        // L0 2..3 were compacted into L1 2-4 (created at 50 s) and removed; L0 4, 5 remain.
+        let files = [
+            file(9, 1, 1, 1),
+            file(1, 2, 4, 50),
+            file(0, 4, 4, 40),
+            file(0, 5, 5, 55),
+            file(0, 6, 6, 70),
+        ];
+        let plan = choose("r", &files, at(45)).unwrap();
+        assert_eq!(keys(&plan), [(9, 1, 1)]);
+        let plan = choose("r", &files, at(56)).unwrap();
+        assert_eq!(keys(&plan), [(9, 1, 1), (1, 2, 4), (0, 5, 5)]);
+        // Without the L1 file, the same gap is files missing.
+        let err = choose(
+            "r",
+            &files[..1]
+                .iter()
+                .chain(&files[2..])
+                .copied()
+                .collect::<Vec<_>>(),
+            at(45),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("non-contiguous"), "{err}");
     }
 
     #[test]

@@ -160,8 +160,7 @@ fn check_chain(
     let retained_gap = files.iter().any(|f| {
         f.key.level != SNAPSHOT_LEVEL
             && !eligible(f)
-            && f.key.min_txid.0 <= current.0 + 1
-            && current.0 + 1 <= f.key.max_txid.0
+            && (f.key.min_txid.0..=f.key.max_txid.0).contains(&(current.0 + 1))
     });
     match hole.filter(|_| !retained_gap) {
         Some(next) => Err(RestoreError::NonContiguous {

@@ -55,6 +55,7 @@ const LONG_FLAGS: &[&str] = &[
     "exec",
     "level",
     "follow-interval",
+    "no-page-count",
 ];
 
 /// Rewrites `-name` and `-name=value` to `--name...` for the known long flags.
@@ -123,19 +124,32 @@ fn replica_of(
     Ok((replica.clone(), Some(db_path.to_path_buf())))
 }
 
-/// Prints LTX files as a table: level, TXIDs, size, creation time.
-fn print_ltx_table(files: &[walship::replica::client::LtxFileInfo]) {
+/// Prints LTX files as a table: level, TXIDs, size, the pages each holds (when `pages` is given;
+/// `-` where unknown), creation time.
+fn print_ltx_table(
+    files: &[walship::replica::client::LtxFileInfo],
+    pages: Option<&[Option<usize>]>,
+) {
+    let pages_column = |text: &str| match pages {
+        Some(_) => format!("{text:>9}  "),
+        None => String::new(),
+    };
     println!(
-        "level  min_txid          max_txid          {:>12}  created",
-        "size"
+        "level  min_txid          max_txid          {:>12}  {}created",
+        "size",
+        pages_column("pages")
     );
-    for f in files {
+    for (i, f) in files.iter().enumerate() {
+        let count = pages
+            .and_then(|p| p[i])
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
         println!(
-            "{:<5}  {}  {}  {:>12}  {}",
+            "{:<5}  {}  {}  {:>12}  {}{}",
             f.key.level,
             f.key.min_txid,
             f.key.max_txid,
             f.size,
+            pages_column(&count),
             walship::replica::timestamp::format_rfc3339_nano(f.created_at)
         );
     }

@@ -376,7 +376,7 @@ fn print_plan(
         plan.files.len(),
         plan.size()
     );
-    super::print_ltx_table(&plan.files);
+    super::print_ltx_table(&plan.files, None);
 }
 
 /// Prints the plan of a restore from a Litestream 0.3 backup: a table, or a JSON document like

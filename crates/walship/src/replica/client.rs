@@ -7,6 +7,7 @@
 //! environment.
 
 use std::io;
+use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -318,6 +319,16 @@ impl ReplicaClient {
             .into_stream()
             .map_err(move |e| this.store_error(ReplicaOp::Download, &location, &e))
             .boxed())
+    }
+
+    /// Byte ranges of one file, by ranged reads (the store may join nearby ranges into one
+    /// request): a file's header or page index without downloading all of it.
+    pub async fn get_ranges(&self, key: LtxKey, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let location = self.layout.key(key);
+        self.store
+            .get_ranges(&location, ranges)
+            .await
+            .map_err(|e| self.store_error(ReplicaOp::Download, &location, &e))
     }
 
     /// Downloads one file to `dest` (temporary name, fsync, rename); returns its size.

@@ -966,3 +966,19 @@ fn load_names_the_file() {
         "{err}"
     );
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/replica_url.rs): the check for an access point ARN sliced
+/// the URL at byte 9, which panicked when that byte fell inside a multi-byte character.
+#[test]
+fn urls_with_a_multibyte_character_at_the_arn_check() {
+    let err = Config::from_args("/a.db", &["file://tRԊe"], &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("names a host"), "{err}");
+    let config = Config::from_args("/a.db", &["s3://arnԊx/db"], &env(&[])).unwrap();
+    let Backend::S3(s3) = &config.dbs[0].replicas[0].backend else {
+        panic!("not s3")
+    };
+    // An ordinary S3 URL; the URL parser percent-encodes the host's non-ASCII character.
+    assert_eq!((s3.bucket.as_str(), s3.path.as_str()), ("arn%D4%8Ax", "db"));
+}

@@ -82,7 +82,9 @@ pub(super) fn parse(text: &str) -> Result<ReplicaUrl, String> {
             query: Vec::new(),
         });
     }
-    if text.len() > 9 && text[..9].eq_ignore_ascii_case("s3://arn:") {
+    // Compared as bytes: the 9th byte may fall inside a multi-byte character.
+    let prefix = b"s3://arn:";
+    if text.len() > prefix.len() && text.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix) {
         return parse_access_point(&text[5..]);
     }
     let url = url::Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;

@@ -160,7 +160,9 @@ def build_replica(workdir, size_mb, l0_files):
         t0 = time.time()
         proc = start_replicate(cfg, log)
         try:
-            # The writes wait for the first capture: none may race it.
+            # The writes wait for the first capture: a commit racing it can be lost (its WAL
+            # position is recorded without the WAL header's checksum, so later frames never
+            # validate).
             wait_for("first capture before the snapshot time",
                      lambda: ltx_names(os.path.join(store, "0")), proc, log_path,
                      snapshot_at - time.time())

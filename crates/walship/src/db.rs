@@ -527,15 +527,15 @@ impl Db {
         }
         let (start, end, salts) = match (&wal, &committed) {
             (Some(w), Some(c)) => (w.start(), c.end, (w.header().salt1, w.header().salt2)),
-            _ => {
+            // A WAL with no committed frame yet (a writer mid-transaction): the next capture
+            // starts at its top, so the frame checksums chain from its header's.
+            (Some(w), None) => (w.start(), w.start(), (w.header().salt1, w.header().salt2)),
+            (None, _) => {
                 let zero = WalPosition {
                     offset: WAL_HEADER_SIZE,
                     checksum: (0, 0),
                 };
-                let salts = wal
-                    .as_ref()
-                    .map_or((0, 0), |w| (w.header().salt1, w.header().salt2));
-                (zero, zero, salts)
+                (zero, zero, (0, 0))
             }
         };
         let mut header = Header::new(page_size, commit, self.next_txid, self.next_txid, now_ms());

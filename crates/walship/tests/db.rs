@@ -445,3 +445,29 @@ fn frames_a_dead_writer_wrote_past_the_wal_index_are_never_captured() {
     db.sync().unwrap().unwrap();
     assert_same(&l0_files(&db), &path);
 }
+
+#[test]
+fn a_first_capture_while_the_first_transaction_is_open_misses_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let mut conn = app(&path);
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    // A transaction large enough to spill into the WAL (header and all) before it commits.
+    conn.pragma_update(None, "cache_size", 10).unwrap();
+    let tx = conn.transaction().unwrap();
+    insert(&tx, 300, "spilled");
+    assert!(wal_len(&path) > 32, "the transaction did not spill");
+
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    let first = db.sync().unwrap().expect("first capture");
+    assert_eq!(first.kind, CaptureKind::Full(FullReason::FirstSync));
+    tx.commit().unwrap();
+    insert(&conn, 5, "after");
+    let next = db
+        .sync()
+        .unwrap()
+        .expect("the committed transaction is captured");
+    assert_eq!(next.kind, CaptureKind::Incremental);
+    assert_same(&l0_files(&db), &path);
+}

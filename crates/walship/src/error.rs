@@ -27,18 +27,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A replica is missing TXIDs that the local store no longer holds, so uploading on would
-    /// leave a hole that no restore could cross.
-    #[error(
-        "replica {replica:?} holds TXIDs up to {position} but the next local file starts at \
-         {next}: the files between are gone; remove the replica's files to start it afresh"
-    )]
-    Gap {
-        replica: String,
-        position: ltx::Txid,
-        next: ltx::Txid,
-    },
-
     /// The HTTP endpoints cannot listen where `addr` says.
     #[error("addr {addr:?}: {reason}")]
     Listen { addr: String, reason: String },

@@ -11,7 +11,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 export WALSHIP_TEST_VENV := $(VENV)
 export WALSHIP_TEST_NPM_BIN := $(NPM_DIR)/node_modules/.bin
 
-.PHONY: all demo test lint rust-test py-test bench venv npm tools lock clean wheel chromium legacy-litestream
+.PHONY: all demo test lint rust-test py-test bench torture fuzz venv npm tools lock clean wheel chromium legacy-litestream
 
 all: test
 
@@ -89,6 +89,22 @@ bench: venv
 	cargo build --release -p walship -p testkit --bin walship --bin count-proxy
 	$(PY) bench/writer_speed.py
 	$(PY) bench/replica_cost.py
+	$(PY) bench/restore_speed.py
+
+# The long torture run: every scenario of crates/walship/tests/torture for TORTURE_SECS each, one
+# at a time (the short form runs in `make test`), then every fuzz target for FUZZ_SECS each.
+# TORTURE_SEED=N reproduces a run (each scenario prints its seed).
+TORTURE_SECS ?= 300
+FUZZ_SECS ?= 300
+torture: tools venv npm
+	TORTURE_SECS=$(TORTURE_SECS) cargo nextest run -p walship --test torture --test-threads 1 \
+	  --no-capture --no-fail-fast
+	$(MAKE) fuzz FUZZ_SECS=$(FUZZ_SECS)
+
+# Coverage-guided fuzzing (cargo fuzz, nightly toolchain) of the LTX decoder, the WAL reader and
+# the config parser, FUZZ_SECS per target.
+fuzz:
+	fuzz/run.sh $(FUZZ_SECS)
 
 # Re-pin the Python test dependencies after editing requirements-dev.in.
 lock:

@@ -9,6 +9,7 @@ mod azurite;
 pub mod db;
 mod gcs;
 mod proxy;
+pub mod torture;
 
 pub use azurite::{npm_bin, AzuriteServer, Blob, AZURITE_ACCOUNT, AZURITE_KEY};
 pub use gcs::GcsServer;

@@ -76,7 +76,9 @@ pub fn compact<R: Read, W: Write>(
     }
     for i in 1..ins.len() {
         let (prev, cur) = (ins[i - 1].dec.header(), ins[i].dec.header());
-        if !(cur.min_txid.0 <= prev.max_txid.0 + 1 && cur.max_txid > prev.max_txid) {
+        // Saturating: a previous input ending at the largest TXID can have no successor, which the
+        // second test says.
+        if !(cur.min_txid.0 <= prev.max_txid.0.saturating_add(1) && cur.max_txid > prev.max_txid) {
             return Err(wrap(
                 i,
                 Error::InvalidInput(format!(

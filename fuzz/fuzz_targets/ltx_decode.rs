@@ -1,6 +1,8 @@
 //! Arbitrary bytes as an LTX file. Nothing may panic; what the decoder accepts must be sound
 //! (see `ltx_check::check_sound`), and every reader must agree on whether the file is sound:
-//! `verify`, the streaming decoder, `decode_snapshot`, and `compact` of the file alone.
+//! `verify`, the streaming decoder, `decode_snapshot`, and `compact` of the file alone (a merge
+//! of the file with itself always fails). A sound file re-encodes, in either page encoding, to
+//! a sound file with the same pages, byte for byte the same on a second encoding.
 
 #![no_main]
 
@@ -34,6 +36,12 @@ fuzz_target!(|data: &[u8]| {
             let _ = index.read_page(&mut Cursor::new(data), entry.pgno, &mut page);
         }
     }
+
+    // A file cannot follow itself in a merge: its TXIDs do not advance.
+    assert!(
+        ltx::compact(vec![data, data], Vec::new(), CompactOptions::default()).is_err(),
+        "compact merged a file with itself"
+    );
 
     let snapshot = ltx::database::decode_snapshot(data, Vec::new());
     let compacted = ltx::compact(vec![data], Vec::new(), CompactOptions::default());

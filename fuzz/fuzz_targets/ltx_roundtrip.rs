@@ -6,17 +6,19 @@
 //! - a snapshot restores to the database image;
 //! - `compact` of the run holds the newest version of every page within the last commit size,
 //!   and as a snapshot it succeeds exactly when that is every page of the database;
-//! - a damaged file (a byte changed, cut short, or trailing bytes) is refused, unless the change
-//!   left its content intact.
+//! - a damaged file (bytes changed, cut short, or trailing bytes) is refused, unless the change
+//!   left its content intact; random access to it never panics.
 
 #![no_main]
 
 use std::collections::BTreeMap;
+use std::io::Cursor;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use ltx::{
-    lock_pgno, CompactOptions, Header, PageEncoding, Txid, CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM,
+    lock_pgno, CompactOptions, Header, PageEncoding, PageIndex, Txid, CHECKSUM_FLAG,
+    HEADER_FLAG_NO_CHECKSUM,
 };
 use walship_fuzz::ltx_check::{self, check_sound, database_checksum, snapshot_image};
 use walship_fuzz::Content;
@@ -53,9 +55,27 @@ struct PageSpec {
 
 #[derive(Arbitrary, Debug)]
 enum Damage {
-    Flip { file: u8, at: u32, xor: u8 },
-    Truncate { file: u8, at: u32 },
-    Append { file: u8, bytes: Vec<u8> },
+    Flip {
+        file: u8,
+        at: u32,
+        xor: u8,
+    },
+    Truncate {
+        file: u8,
+        at: u32,
+    },
+    Append {
+        file: u8,
+        bytes: Vec<u8>,
+    },
+    /// Bytes written over the file at `at` (counted back from the end when `from_end`, where the
+    /// page index and trailer are).
+    Overwrite {
+        file: u8,
+        at: u16,
+        from_end: bool,
+        bytes: Vec<u8>,
+    },
 }
 
 struct File {
@@ -293,7 +313,29 @@ fuzz_target!(|input: Input| {
             b.extend_from_slice(if bytes.is_empty() { &[0] } else { &bytes });
             (i, b, false)
         }
+        Damage::Overwrite {
+            file,
+            at,
+            from_end,
+            bytes,
+        } => {
+            let i = usize::from(file) % encoded.len();
+            let mut b = encoded[i].clone();
+            let len = b.len();
+            let at = usize::from(at) % len;
+            let at = if from_end { len - 1 - at } else { at };
+            let n = bytes.len().min(len - at);
+            b[at..at + n].copy_from_slice(&bytes[..n]);
+            (i, b, true)
+        }
     };
+    // Random access never panics, whatever the damage.
+    if let Ok(index) = PageIndex::read(&mut Cursor::new(&damaged)) {
+        let mut page = vec![0u8; index.header().page_size as usize];
+        for entry in index.entries().iter().take(64) {
+            let _ = index.read_page(&mut Cursor::new(&damaged), entry.pgno, &mut page);
+        }
+    }
     match ltx_check::decode(&damaged) {
         Ok(d) => {
             assert!(benign_possible, "a cut or extended file was accepted");

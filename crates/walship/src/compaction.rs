@@ -258,7 +258,14 @@ impl Compactor {
             snapshot,
             ..CompactOptions::default()
         };
-        let (_, header, _) = compact(readers, pending.writer(), opts)?;
+        let (_, header, _) = compact(readers, pending.writer(), opts).map_err(|e| match e {
+            ltx::Error::MergeInput { input, source } => crate::Error::CorruptLocalFile {
+                path: inputs[input].path.clone(),
+                store: self.store.root().to_path_buf(),
+                source: *source,
+            },
+            e => e.into(),
+        })?;
         let file = pending.commit(header.timestamp)?;
         tracing::info!(
             store = %self.store.root().display(),

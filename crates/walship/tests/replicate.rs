@@ -530,3 +530,39 @@ fn a_watched_directory_replicates_every_database_in_it_including_new_ones() {
     assert!(ws.terminate(Duration::from_secs(30)));
     assert!(!replica.join("notes.db").exists());
 }
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_final_sync() {
+    // A supervisor that read walship's stderr died (Datasette killed with SIGKILL): every log
+    // line now fails with EPIPE, and SIGTERM must still end in a final sync and exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let mut child = walship()
+        .args(["replicate", db.to_str().unwrap(), &url])
+        .env("LOG_LEVEL", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    for i in 1..=20 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i])
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "walship exited with {status}");
+    let out = dir.path().join("out.db");
+    let res = litestream_restore(&url, &out, None, None);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(rows(&out).0, 20);
+}

@@ -81,10 +81,14 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log level {level:?}: use debug, info, warn or error"))?;
     use std::io::IsTerminal;
     // Colour codes only for a person at a terminal, never into log files or a supervisor's pipe.
+    // A log line that cannot be written (the supervisor that read stderr died: EPIPE) must not
+    // stop replication: tracing-subscriber's own report of it would panic on the same stderr
+    // and lose the final sync.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
     Ok(())
 }

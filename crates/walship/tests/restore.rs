@@ -568,3 +568,204 @@ async fn a_terminal_gets_a_progress_bar() {
     let last = shown.rsplit("\x1b[2K").next().unwrap();
     assert!(last.starts_with("walship: restored "), "{shown:?}");
 }
+
+/// A file replica of `files` LTX files written straight into its directory: a snapshot of a
+/// sample database (level 9, TXID 1), then L0 files for TXIDs 2..=`files`, each rewriting one
+/// page with wrong bytes, the last rewriting every page but the first with the right ones: a
+/// restore gives the sample only if it applied every file, in order. Returns the replica
+/// directory and the sample's image.
+fn many_file_replica(dir: &Path, files: u64) -> (PathBuf, Vec<u8>) {
+    let src = dir.join("src.db");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    fill_sample(&conn, 11, 200);
+    drop(conn);
+    let image = read(&src);
+    let page_size = ltx::database::page_size_of(&image).unwrap() as usize;
+    let commit = (image.len() / page_size) as u32;
+    let root = dir.join("replica");
+    let write = |level: u32, header: Header, pages: &mut dyn Iterator<Item = (u32, Vec<u8>)>| {
+        let level_dir = root.join("ltx").join(level.to_string());
+        std::fs::create_dir_all(&level_dir).unwrap();
+        let name = ltx::format_filename(header.min_txid, header.max_txid);
+        let file = std::fs::File::create(level_dir.join(name)).unwrap();
+        let mut enc = Encoder::new(file, header, EncoderOptions::default()).unwrap();
+        for (pgno, page) in pages {
+            enc.write_page(pgno, &page).unwrap();
+        }
+        enc.finish().unwrap();
+    };
+    let page = |pgno: u32| image[(pgno as usize - 1) * page_size..][..page_size].to_vec();
+    let header = |min: u64, max: u64| {
+        Header::new(
+            page_size as u32,
+            commit,
+            Txid(min),
+            Txid(max),
+            1_700_000_000_000,
+        )
+    };
+    write(
+        SNAPSHOT_LEVEL,
+        header(1, 1),
+        &mut (1..=commit).map(|p| (p, page(p))),
+    );
+    for txid in 2..files {
+        let pgno = 2 + (txid as u32 % (commit - 1));
+        let mut wrong = page(pgno);
+        wrong[page_size / 2..].fill(txid as u8);
+        write(0, header(txid, txid), &mut std::iter::once((pgno, wrong)));
+    }
+    write(
+        0,
+        header(files, files),
+        &mut (2..=commit).map(|p| (p, page(p))),
+    );
+    (root, image)
+}
+
+/// Runs `walship restore ARGS -o OUT URL` with the soft open-file limit at 1024, the usual
+/// default, as a shell sets it.
+fn restore_limited(url: &str, out: &Path, args: &[&str]) -> Output {
+    Command::new("sh")
+        .args(["-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_walship"))
+        .arg("restore")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg(url)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn more_files_than_the_open_file_limit_restore_and_a_corrupt_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, image) = many_file_replica(dir.path(), 1200);
+    let url = format!("file://{}", root.display());
+    let out = dir.path().join("out.db");
+    let res = restore_limited(&url, &out, &[]);
+    let msg = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{msg}");
+    assert!(msg.contains("from 1200 files"), "{msg}");
+    assert!(read(&out) == image, "the restore is not the source");
+
+    // A byte flipped in the middle of a file in the middle of the chain: the restore fails
+    // naming that file, and leaves nothing behind.
+    let name = ltx::format_filename(Txid(600), Txid(600));
+    let path = root.join("ltx/0").join(&name);
+    let mut bytes = read(&path);
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let broken = dir.path().join("broken.db");
+    let res = restore_limited(&url, &broken, &[]);
+    let msg = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{msg}");
+    assert!(msg.contains(&name) && msg.contains("level 0"), "{msg}");
+    assert!(
+        leftovers(dir.path(), "broken.db").is_empty(),
+        "{:?}",
+        leftovers(dir.path(), "broken.db")
+    );
+}
+
+/// Restores `url` into `out` and returns the restore's peak resident memory (VmHWM), in KiB,
+/// sampled from /proc while it runs; the high-water mark only grows, so the last sample is
+/// the peak up to then.
+fn restore_peak_kib(url: &str, out: &Path) -> u64 {
+    let mut child = walship()
+        .args(["restore", "-integrity-check", "none", "-o"])
+        .arg(out)
+        .arg(url)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            let hwm = text.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+            if let Some(kib) = hwm.and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            {
+                peak = kib;
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let res = child.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(peak > 0, "no sample of the restore's memory");
+    peak
+}
+
+#[test]
+fn memory_does_not_grow_with_the_number_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peaks = Vec::new();
+    for files in [200, 2000] {
+        let sub = dir.path().join(files.to_string());
+        std::fs::create_dir(&sub).unwrap();
+        let (root, image) = many_file_replica(&sub, files);
+        let out = sub.join("out.db");
+        peaks.push(restore_peak_kib(
+            &format!("file://{}", root.display()),
+            &out,
+        ));
+        assert!(
+            read(&out) == image,
+            "the restore of {files} files is not the source"
+        );
+    }
+    eprintln!(
+        "peak RSS: 200 files {} KiB, 2000 files {} KiB",
+        peaks[0], peaks[1]
+    );
+    assert!(
+        peaks[1] < peaks[0] + 4 * 1024,
+        "peak RSS grows with the number of files: {} KiB for 200, {} KiB for 2000",
+        peaks[0],
+        peaks[1]
+    );
+}
+
+#[tokio::test]
+async fn more_downloads_than_the_open_file_limit_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, image) = many_file_replica(dir.path(), 1200);
+    // This test runs in a process of its own (nextest), so the limit holds for it alone.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    limit.rlim_cur = 1024;
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    // Through the object store API rather than in place: every file is downloaded.
+    let local = ReplicaClient::file("file", &root).unwrap();
+    let client = local.wrap("downloaded", local.store().clone());
+    let RestorePlan::Ltx(plan) = walship::restore::plan(&client, Target::Latest)
+        .await
+        .unwrap()
+    else {
+        panic!("not an LTX plan");
+    };
+    assert_eq!(plan.files.len(), 1200);
+    let out = dir.path().join("out.db");
+    let restored =
+        walship::restore::restore(&client, &RestorePlan::Ltx(plan), &RestoreOptions::new(&out))
+            .await
+            .unwrap();
+    assert_eq!(restored.files, 1200);
+    assert!(read(&out) == image, "the restore is not the source");
+}

@@ -331,6 +331,15 @@ impl ReplicaClient {
             .map_err(|e| self.store_error(ReplicaOp::Download, &location, &e))
     }
 
+    /// Where one file lives on this machine, for a `file` replica, whose files a restore reads
+    /// in place rather than copying them; `None` for the other stores.
+    pub fn local_path(&self, key: LtxKey) -> Option<std::path::PathBuf> {
+        match &self.writer {
+            Writer::Dir(local) => local.path_to_filesystem(&self.layout.key(key)).ok(),
+            Writer::Store { .. } => None,
+        }
+    }
+
     /// Downloads one file to `dest` (temporary name, fsync, rename); returns its size.
     pub async fn get_to_file(&self, key: LtxKey, dest: &FsPath) -> Result<u64> {
         let chunks = self.get(key).await?;

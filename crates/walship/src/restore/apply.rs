@@ -1,25 +1,20 @@
-//! Carrying out a plan: parallel downloads, a streaming merge into a database file, SQLite's
-//! check, and the rename into place.
+//! Carrying out a plan: the files are applied one at a time in TXID order into a new database
+//! file beside the output while the next ones download, then SQLite checks it and it is
+//! renamed into place.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-use ltx::{CompactOptions, Header, Txid, HEADER_SIZE};
+use futures::StreamExt;
+use ltx::Txid;
 use rusqlite::{Connection, OpenFlags};
-use tokio::io::AsyncWriteExt;
 
+use super::applier::{Applier, ApplyError};
+use super::fetch::{self, Fetched};
 use super::{describe, output, IntegrityCheck, Plan, Progress, RestoreError, RestoreOptions};
-use crate::replica::client::{LtxKey, ReplicaClient};
+use crate::replica::client::{LtxFileInfo, LtxKey, ReplicaClient};
 use crate::{Error, Result};
-
-/// Bytes per chunk passed from the merge to the database writer.
-const PIPE_CHUNK: usize = 64 * 1024;
-
-/// Chunks in flight between the merge and the writer: bounds memory to about 1 MiB.
-const PIPE_DEPTH: usize = 16;
 
 /// The most problems of a failed integrity check that an error quotes.
 const MAX_CHECK_LINES: usize = 10;
@@ -29,7 +24,7 @@ const MAX_CHECK_LINES: usize = 10;
 pub struct Restored {
     /// The TXID the database is at.
     pub txid: Txid,
-    /// How many LTX files were merged.
+    /// How many LTX files were applied.
     pub files: usize,
     /// How many bytes were downloaded.
     pub bytes: u64,
@@ -40,20 +35,69 @@ pub struct Restored {
 
 /// Restores the database `plan` describes into `opts.output`. Nothing appears at the output
 /// unless every file was read whole, checksums matched and the integrity check passed.
+///
+/// Memory holds the applier's buffers and the downloads running ahead of it (within
+/// [`fetch::MEMORY_BUDGET`]), whatever the number of files and the size of the database.
 pub(super) async fn restore_ltx(
     client: &ReplicaClient,
     plan: &Plan,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
+    restore_within(client, plan, opts, fetch::MEMORY_BUDGET).await
+}
+
+/// [`restore_ltx`] holding at most `budget` bytes of downloads in memory.
+async fn restore_within(
+    client: &ReplicaClient,
+    plan: &Plan,
+    opts: &RestoreOptions,
+    budget: usize,
+) -> Result<Restored> {
     output::check(&opts.output, opts.force)?;
     let work = output::work_dir(&opts.output)?;
-    let paths = download(client, plan, work.path(), opts.parallelism, &*opts.progress).await?;
     let db = work.path().join("restored.db");
-    let located: Vec<String> = plan.files.iter().map(|f| located(client, f.key)).collect();
-    let keys: Vec<LtxKey> = plan.files.iter().map(|f| f.key).collect();
-    let (out, check, force) = (opts.output.clone(), opts.integrity_check, opts.force);
+    let out = opts.output.clone();
+    let file = File::create(&db).map_err(|e| output_error(&out, &db, &e))?;
+    let mut applier = Applier::new(file);
+    opts.progress.start(plan.files.len(), plan.size());
+    let mut fetched = Box::pin(fetch::fetch_all(
+        client,
+        &plan.files,
+        work.path(),
+        opts.parallelism,
+        budget,
+        opts.progress.clone(),
+    ));
+    while let Some(next) = fetched.next().await {
+        let (info, file) = next?;
+        let job = Job {
+            info,
+            located: located(client, info.key),
+            out: out.clone(),
+            db: db.clone(),
+            progress: opts.progress.clone(),
+        };
+        applier = blocking(move || job.apply(applier, file)).await?;
+    }
+    drop(fetched);
+    opts.progress.downloaded();
+    let last = plan.files.last().map(|f| located(client, f.key));
+    let (check, force) = (opts.integrity_check, opts.force);
     blocking(move || {
-        merge(&paths, &keys, &located, &db, &out)?;
+        let output_failed = |e: &dyn std::fmt::Display| output_error(&out, &db, e);
+        let finished = applier.truncate().and_then(|()| applier.verify_checksum());
+        match finished {
+            Ok(()) => {}
+            Err(ApplyError::Output(e)) => return Err(output_failed(&e)),
+            Err(ApplyError::Input(e)) => {
+                return Err(Error::from(RestoreError::File {
+                    file: last.unwrap_or_default(),
+                    cause: Box::new(Error::Ltx(e)),
+                }))
+            }
+        }
+        applier.file().sync_all().map_err(|e| output_failed(&e))?;
+        drop(applier);
         integrity_check(&db, &out, check)?;
         Ok(output::install(&db, &out, force)?)
     })
@@ -67,145 +111,45 @@ pub(super) async fn restore_ltx(
     })
 }
 
-/// Downloads the plan's files into `dir`, `parallelism` at a time, telling `progress` as bytes
-/// arrive; returns their paths in plan order.
-async fn download(
-    client: &ReplicaClient,
-    plan: &Plan,
-    dir: &Path,
-    parallelism: usize,
-    progress: &dyn Progress,
-) -> Result<Vec<PathBuf>> {
-    progress.start(plan.files.len(), plan.size());
-    let paths = stream::iter(plan.files.iter().enumerate())
-        .map(|(i, f)| {
-            let dest = dir.join(format!("{i:08}.ltx"));
-            // Created before its download starts: a download dropped on another's failure
-            // then cannot add a file to the work directory while it is being removed.
-            let file = std::fs::File::create(&dest);
-            async move {
-                let name = describe(f.key);
-                let fetched = match file {
-                    Ok(file) => fetch(client, f.key, file, &dest, progress).await,
-                    Err(e) => Err(local_error(&dest)(e)),
-                };
-                match fetched {
-                    Ok(size) => {
-                        progress.file_done(&name, size);
-                        Ok(dest)
-                    }
-                    Err(e) => Err(Error::from(RestoreError::File {
-                        file: name,
-                        cause: Box::new(e),
-                    })),
-                }
-            }
-        })
-        .buffered(parallelism.max(1))
-        .try_collect()
-        .await?;
-    progress.downloaded();
-    Ok(paths)
+/// Applying one file of a plan, on a blocking thread.
+struct Job {
+    info: LtxFileInfo,
+    located: String,
+    out: PathBuf,
+    db: PathBuf,
+    progress: std::sync::Arc<dyn Progress>,
 }
 
-/// Downloads one file into `file` (at `dest`); returns its size. Not fsynced: it is scratch
-/// input to the merge, read back by this process and removed with the work directory; only
-/// the merged database must be durable.
-async fn fetch(
-    client: &ReplicaClient,
-    key: LtxKey,
-    file: File,
-    dest: &Path,
-    progress: &dyn Progress,
-) -> Result<u64> {
-    let mut chunks = client.get(key).await?;
-    let mut file = tokio::fs::File::from_std(file);
-    let mut size = 0;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        file.write_all(&chunk).await.map_err(local_error(dest))?;
-        size += chunk.len() as u64;
-        progress.advance(chunk.len() as u64);
-    }
-    file.flush().await.map_err(local_error(dest))?;
-    Ok(size)
-}
-
-/// Maps a failure of a local file to an error naming it.
-fn local_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Merges the downloaded files (oldest first) into the database file `db`, fsynced.
-///
-/// The merge and the page writer run on two threads joined by a bounded pipe, so memory holds
-/// one page per input plus the pipe, whatever the database size.
-fn merge(
-    paths: &[PathBuf],
-    keys: &[LtxKey],
-    located: &[String],
-    db: &Path,
-    out: &Path,
-) -> Result<()> {
-    let file_error = |i: usize, e: Error| {
-        Error::from(RestoreError::File {
-            file: located[i].clone(),
-            cause: Box::new(e),
-        })
-    };
-    let mut inputs = Vec::with_capacity(paths.len());
-    for (i, path) in paths.iter().enumerate() {
-        inputs.push(open_checked(path, keys[i]).map_err(|e| file_error(i, e))?);
-    }
-    let output_error = |e: &dyn std::fmt::Display| {
-        Error::from(RestoreError::Output {
-            path: out.to_path_buf(),
-            reason: format!("writing {}: {e}", db.display()),
-        })
-    };
-    let file = File::create(db).map_err(|e| output_error(&e))?;
-    let (tx, rx) = sync_channel(PIPE_DEPTH);
-    std::thread::scope(|s| {
-        let merger = s.spawn(move || {
-            let (mut w, ..) = ltx::compact(inputs, PipeWriter::new(tx), CompactOptions::default())?;
-            w.flush()?;
-            Ok::<_, ltx::Error>(())
-        });
-        let written = ltx::database::decode_snapshot(PipeReader::new(rx), BufWriter::new(file));
-        match merger.join().expect("the merge thread does not panic") {
-            Err(ltx::Error::MergeInput { input, source }) => {
-                return Err(file_error(input, Error::Ltx(*source)))
-            }
-            Err(e) if written.is_ok() => return Err(output_error(&e)),
-            _ => {}
+impl Job {
+    /// Applies `file` and hands the applier back; a failure names the file (or the output).
+    fn apply(self, mut applier: Applier, file: Fetched) -> Result<Applier> {
+        let failed = |e: Error| {
+            Error::from(RestoreError::File {
+                file: self.located.clone(),
+                cause: Box::new(e),
+            })
+        };
+        let mut reader = file.reader(&*self.progress).map_err(failed)?;
+        match applier.apply(&mut reader, self.info.key, |_, _| {}) {
+            Ok(_) => {}
+            Err(ApplyError::Input(e)) => return Err(failed(Error::Ltx(e))),
+            Err(ApplyError::Output(e)) => return Err(output_error(&self.out, &self.db, &e)),
         }
-        let (w, _) = written.map_err(|e| output_error(&e))?;
-        let file = w.into_inner().map_err(|e| output_error(e.error()))?;
-        file.sync_all().map_err(|e| output_error(&e))
-    })
+        if let Some(size) = reader.read_in_place() {
+            self.progress.file_done(&describe(self.info.key), size);
+        }
+        drop(reader);
+        file.remove();
+        Ok(applier)
+    }
 }
 
-/// Opens a downloaded file after checking that its header matches the name it was listed by.
-fn open_checked(path: &Path, key: LtxKey) -> Result<File> {
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_error)?;
-    let mut bytes = [0u8; HEADER_SIZE];
-    file.read_exact(&mut bytes).map_err(io_error)?;
-    let header = Header::from_bytes(&bytes)?;
-    if (header.min_txid, header.max_txid) != (key.min_txid, key.max_txid) {
-        return Err(Error::Ltx(ltx::Error::InvalidInput(format!(
-            "its header says TXIDs {}-{}, not the range in its name",
-            header.min_txid, header.max_txid
-        ))));
-    }
-    file.rewind().map_err(io_error)?;
-    Ok(file)
+/// A failure to write the new database at `db`, for the output `out`.
+fn output_error(out: &Path, db: &Path, e: &dyn std::fmt::Display) -> Error {
+    Error::from(RestoreError::Output {
+        path: out.to_path_buf(),
+        reason: format!("writing {}: {e}", db.display()),
+    })
 }
 
 /// Runs SQLite's check on the restored file; any answer but "ok" is an error.
@@ -255,69 +199,116 @@ pub(super) async fn blocking<T: Send + 'static>(
     })
 }
 
-/// The sending end of the merge pipe: gathers writes into chunks.
-struct PipeWriter {
-    tx: SyncSender<Vec<u8>>,
-    buf: Vec<u8>,
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-impl PipeWriter {
-    fn new(tx: SyncSender<Vec<u8>>) -> Self {
-        PipeWriter {
-            tx,
-            buf: Vec::with_capacity(PIPE_CHUNK),
-        }
-    }
-}
+    use ltx::{Encoder, EncoderOptions, Header};
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
 
-impl Write for PipeWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PIPE_CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
+    use super::*;
+    use crate::replica::client::{KeyScheme, Layout, SNAPSHOT_LEVEL};
+    use crate::restore::{RestorePlan, Target};
 
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
-        self.tx
-            .send(chunk)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the database writer stopped"))
-    }
-}
-
-/// The receiving end of the merge pipe; the end of input once the merge is done (or failed).
-struct PipeReader {
-    rx: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl PipeReader {
-    fn new(rx: Receiver<Vec<u8>>) -> Self {
-        PipeReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for PipeReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(chunk) => (self.chunk, self.pos) = (chunk, 0),
-                Err(_) => return Ok(0),
+    /// A replica in memory of a sample database: a snapshot, then L0 files for TXIDs
+    /// 2..=`files`, each rewriting one page with wrong bytes, the last rewriting all of them
+    /// right. Returns the client, the plan and the database every restore must give.
+    async fn replica(dir: &Path, files: u64) -> (ReplicaClient, Plan, Vec<u8>) {
+        let src = dir.join("src.db");
+        let conn = Connection::open(&src).unwrap();
+        testkit::db::fill_sample(&conn, 3, 100);
+        drop(conn);
+        let image = std::fs::read(&src).unwrap();
+        let page_size = ltx::database::page_size_of(&image).unwrap() as usize;
+        let commit = (image.len() / page_size) as u32;
+        let page = |pgno: u32| image[(pgno as usize - 1) * page_size..][..page_size].to_vec();
+        let layout = Layout::new(KeyScheme::S3, "db").unwrap();
+        let client = ReplicaClient::from_store("memory", Arc::new(InMemory::new()), layout);
+        for txid in 1..=files {
+            let (level, pages): (u32, Vec<(u32, Vec<u8>)>) = if txid == 1 {
+                (SNAPSHOT_LEVEL, (1..=commit).map(|p| (p, page(p))).collect())
+            } else if txid < files {
+                let pgno = 2 + txid as u32 % (commit - 1);
+                (0, vec![(pgno, vec![txid as u8; page_size])])
+            } else {
+                (0, (2..=commit).map(|p| (p, page(p))).collect())
+            };
+            let header = Header::new(page_size as u32, commit, Txid(txid), Txid(txid), 1);
+            let path = dir.join(format!("{txid}.ltx"));
+            let file = File::create(&path).unwrap();
+            let mut enc = Encoder::new(file, header, EncoderOptions::default()).unwrap();
+            for (pgno, data) in pages {
+                enc.write_page(pgno, &data).unwrap();
             }
+            enc.finish().unwrap();
+            client.put_file(level, &path).await.unwrap();
         }
-        let n = out.len().min(self.chunk.len() - self.pos);
-        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        let RestorePlan::Ltx(plan) = crate::restore::plan(&client, Target::Latest).await.unwrap()
+        else {
+            panic!("not an LTX plan");
+        };
+        assert_eq!(plan.files.len() as u64, files);
+        (client, plan, image)
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("out") || n.starts_with(".out"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn downloads_in_memory_or_scratch_files_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, plan, image) = replica(dir.path(), 40).await;
+        // Nothing in memory, a few files' worth, everything; one download or many at a time.
+        let small = plan.files[1].size as usize * 3;
+        for (i, (budget, parallelism)) in [(0, 1), (0, 8), (small, 3), (1 << 30, 8)]
+            .into_iter()
+            .enumerate()
+        {
+            let out = dir.path().join(format!("out{i}.db"));
+            let opts = RestoreOptions {
+                parallelism,
+                ..RestoreOptions::new(&out)
+            };
+            let restored = restore_within(&client, &plan, &opts, budget).await.unwrap();
+            assert_eq!(restored.txid, Txid(40));
+            assert!(
+                std::fs::read(&out).unwrap() == image,
+                "budget {budget}, parallelism {parallelism}"
+            );
+        }
+        assert_eq!(
+            entries(dir.path()),
+            ["out0.db", "out1.db", "out2.db", "out3.db"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_download_is_named_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, plan, _) = replica(dir.path(), 30).await;
+        let damaged = plan.files[15].key;
+        let location = client.layout().key(damaged);
+        let bytes = client.store().get(&location).await.unwrap().bytes().await;
+        let mut bytes = bytes.unwrap().to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        client.store().put(&location, bytes.into()).await.unwrap();
+        for budget in [0, 1 << 30] {
+            let opts = RestoreOptions::new(dir.path().join("out.db"));
+            let err = restore_within(&client, &plan, &opts, budget)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&describe(damaged)), "{err}");
+            assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        }
     }
 }

@@ -14,11 +14,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ltx::{Decoder, Txid};
+use ltx::Txid;
 use rusqlite::Connection;
 use tokio::sync::watch;
 
-use super::RestoreError;
+use super::applier::{Applier, ApplyError, DbState};
+use super::{fetch, RestoreError};
 use crate::compaction::SNAPSHOT_LEVEL;
 use crate::replica::client::{LtxFileInfo, ReplicaClient};
 use crate::{Error, Result};
@@ -49,11 +50,10 @@ pub fn read_txid(db: &Path) -> Result<Option<Txid>> {
 /// A restored database kept current from a replica.
 pub struct Follower {
     db: PathBuf,
-    /// Open for the follower's lifetime: closing a descriptor of the file would drop the SQLite
-    /// locks this process holds on it.
-    file: File,
+    /// Writes the database through a descriptor open for the follower's lifetime: closing a
+    /// descriptor of the file would drop the SQLite locks this process holds on it.
+    applier: Applier,
     conn: Connection,
-    txid: Txid,
     work: tempfile::TempDir,
 }
 
@@ -72,6 +72,7 @@ impl Follower {
             .map_err(io)?;
         file.write_all_at(&[1, 1], FORMAT_VERSIONS).map_err(io)?;
         file.sync_all().map_err(io)?;
+        let state = db_state(&file, txid).map_err(io)?;
         let conn = Connection::open(db).map_err(|e| Error::Db {
             path: db.to_path_buf(),
             reason: format!("opening the follower: {e}"),
@@ -86,9 +87,8 @@ impl Follower {
             })?;
         let follower = Follower {
             db: db.to_path_buf(),
-            file,
+            applier: Applier::resume(file, state),
             conn,
-            txid,
             work,
         };
         follower.record_txid()?;
@@ -97,7 +97,7 @@ impl Follower {
 
     /// The TXID the database is at.
     pub fn txid(&self) -> Txid {
-        self.txid
+        self.applier.state().map_or(Txid(0), |s| s.txid)
     }
 
     /// Polls `client` every `interval` and applies what is new, until `stop` turns true.
@@ -128,7 +128,7 @@ impl Follower {
         let l0 = client.list(0).await?;
         let continues =
             |f: &LtxFileInfo, at: Txid| f.key.min_txid.0 <= at.0 + 1 && f.key.max_txid > at;
-        let mut at = self.txid;
+        let mut at = self.txid();
         let mut chain = Vec::new();
         if !l0.iter().any(|f| continues(f, at)) && l0.iter().any(|f| f.key.max_txid > at) {
             let mut higher = Vec::new();
@@ -158,7 +158,7 @@ impl Follower {
         let mut paths = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             let path = self.work.path().join(format!("{i}.ltx"));
-            client.get_to_file(f.key, &path).await?;
+            fetch::to_scratch(client, f.key, &path).await?;
             let reader = BufReader::new(File::open(&path).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,
@@ -167,26 +167,22 @@ impl Follower {
                 file: super::describe(f.key),
                 cause: Box::new(e.into()),
             })?;
-            paths.push(path);
+            paths.push((*f, path));
         }
-        let last = files
-            .last()
-            .expect("applied a non-empty batch")
-            .key
-            .max_txid;
-        tokio::task::block_in_place(|| self.write_pages(&paths))?;
-        self.txid = last;
-        self.record_txid()?;
-        for p in paths {
+        let written = tokio::task::block_in_place(|| self.write_pages(&paths));
+        for (_, p) in &paths {
             let _ = std::fs::remove_file(p);
         }
-        tracing::info!(db = %self.db.display(), txid = %last, files = files.len(), "follow: applied");
+        written?;
+        self.record_txid()?;
+        tracing::info!(db = %self.db.display(), txid = %self.txid(), files = files.len(), "follow: applied");
         Ok(())
     }
 
-    fn write_pages(&mut self, paths: &[PathBuf]) -> Result<()> {
+    fn write_pages(&mut self, files: &[(LtxFileInfo, PathBuf)]) -> Result<()> {
+        let db = self.db.clone();
         let db_err = |what: &str, e: rusqlite::Error| Error::Db {
-            path: self.db.clone(),
+            path: db.clone(),
             reason: format!("{what}: {e}"),
         };
         // Readers hold shared locks; wait for them to finish, then keep them out.
@@ -196,51 +192,52 @@ impl Follower {
         self.conn
             .execute_batch("BEGIN EXCLUSIVE")
             .map_err(|e| db_err("taking the exclusive lock", e))?;
-        let written = self.write_locked(paths);
+        let written = self.write_locked(files);
         let released = self.conn.execute_batch("ROLLBACK");
         written?;
         released.map_err(|e| db_err("releasing the exclusive lock", e))
     }
 
-    fn write_locked(&self, paths: &[PathBuf]) -> Result<()> {
+    fn write_locked(&mut self, files: &[(LtxFileInfo, PathBuf)]) -> Result<()> {
+        let db = self.db.clone();
         let io = |source| Error::Io {
-            path: self.db.clone(),
+            path: db.clone(),
             source,
         };
-        let mut commit = 0;
-        let mut page_size = 0;
-        for path in paths {
+        let applied = |e: ApplyError, f: &LtxFileInfo| match e {
+            ApplyError::Input(e) => Error::from(RestoreError::File {
+                file: super::describe(f.key),
+                cause: Box::new(e.into()),
+            }),
+            ApplyError::Output(e) => io(e),
+        };
+        for (f, path) in files {
             let file = File::open(path).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,
             })?;
-            let mut dec = Decoder::new(BufReader::new(file))?;
-            page_size = dec.header().page_size;
-            commit = dec.header().commit;
-            let mut page = vec![0u8; page_size as usize];
-            while let Some(pgno) = dec.read_page(&mut page)? {
+            // Page 1 keeps saying "rollback journal", whatever the source database used.
+            let patch = |pgno: u32, page: &mut [u8]| {
                 if pgno == 1 {
                     page[FORMAT_VERSIONS as usize..FORMAT_VERSIONS as usize + 2]
                         .copy_from_slice(&[1, 1]);
                 }
-                let at = u64::from(pgno - 1) * u64::from(page_size);
-                self.file.write_all_at(&page, at).map_err(io)?;
-            }
-            dec.finish()?;
+            };
+            self.applier
+                .apply(file, f.key, patch)
+                .map_err(|e| applied(e, f))?;
         }
-        self.file
-            .set_len(u64::from(commit) * u64::from(page_size))
-            .map_err(io)?;
+        let last = files.last().expect("applied a non-empty batch");
+        self.applier.truncate().map_err(|e| applied(e, &last.0))?;
         // A new change counter tells readers' caches that the file changed under them.
+        let file = self.applier.file();
         let mut counter = [0u8; 4];
-        self.file
-            .read_exact_at(&mut counter, CHANGE_COUNTER)
+        file.read_exact_at(&mut counter, CHANGE_COUNTER)
             .map_err(io)?;
         let next = u32::from_be_bytes(counter).wrapping_add(1);
-        self.file
-            .write_all_at(&next.to_be_bytes(), CHANGE_COUNTER)
+        file.write_all_at(&next.to_be_bytes(), CHANGE_COUNTER)
             .map_err(io)?;
-        self.file.sync_all().map_err(io)
+        file.sync_all().map_err(io)
     }
 
     fn record_txid(&self) -> Result<()> {
@@ -251,8 +248,26 @@ impl Follower {
             move |source| Error::Io { path: p, source }
         };
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        writeln!(f, "{}", self.txid).map_err(io(&tmp))?;
+        writeln!(f, "{}", self.txid()).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))
     }
+}
+
+/// Where the database in `file` stands: its page size (from its header), its size, and `txid`.
+fn db_state(file: &File, txid: Txid) -> std::io::Result<DbState> {
+    let mut header = [0u8; 100];
+    file.read_exact_at(&mut header, 0)?;
+    let page_size = ltx::database::page_size_of(&header).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a SQLite database: its header holds no valid page size",
+        )
+    })?;
+    let commit = file.metadata()?.len() / u64::from(page_size);
+    Ok(DbState {
+        page_size,
+        commit: u32::try_from(commit).map_err(std::io::Error::other)?,
+        txid,
+    })
 }

@@ -21,6 +21,7 @@ use rusqlite::Connection;
 use tokio::io::AsyncWriteExt;
 
 use super::apply::{blocking, integrity_check};
+use super::fetch::AbortOnDrop;
 use super::{output, Progress, RestoreError, RestoreOptions, Restored, Target};
 use crate::replica::client::{LtxFileInfo, ReplicaClient, SNAPSHOT_LEVEL};
 use crate::replica::timestamp::format_rfc3339_nano;
@@ -475,26 +476,6 @@ pub async fn restore(
         bytes: plan.size(),
         legacy: Some(plan.position()),
     })
-}
-
-/// A spawned task, aborted if it is dropped before it finishes.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = std::result::Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The `-wal` file being assembled from the segments of one WAL index.

@@ -1,14 +1,16 @@
 //! Restoring a database from a replica as of the latest state, a TXID or a timestamp.
 //!
-//! [`plan`] chooses the files as Litestream 0.5 does; [`restore`] downloads them in parallel,
-//! merges them page by page into one snapshot stream and writes the database beside the output
-//! path, checks it with SQLite, and only then renames it into place.
+//! [`plan`] chooses the files as Litestream 0.5 does; [`restore`] applies them one at a time, in
+//! TXID order, into a new database file beside the output path while the next ones download in
+//! parallel, checks it with SQLite, and only then renames it into place.
 //!
 //! Replicas written by Litestream 0.3 (`generations/...`) restore too ([`legacy`]); when a
 //! replica holds both layouts, the newer backup wins, as in Litestream 0.5.
 
+mod applier;
 mod apply;
 mod error;
+mod fetch;
 pub mod follow;
 pub mod legacy;
 mod output;

@@ -15,7 +15,8 @@ pub trait Progress: Send + Sync + Debug {
     /// One file arrived whole: its name as messages give it, and its size.
     fn file_done(&self, _file: &str, _size: u64) {}
 
-    /// Every file arrived; applying them and checking the database follow.
+    /// Every file arrived (and for an LTX restore, was applied); the rest of the work on the
+    /// database and its check follow.
     fn downloaded(&self) {}
 }
 

@@ -46,12 +46,9 @@ impl WalHeader {
             MAGIC_BE => true,
             _ => return None,
         };
-        let raw_page_size = u32_at(8);
-        let page_size = if raw_page_size == 1 {
-            65536
-        } else {
-            raw_page_size
-        };
+        // The WAL stores 65536 as it is: unlike the database header's 16-bit field, 1 does not
+        // stand for it, and SQLite finds a WAL whose field is 1 empty.
+        let page_size = u32_at(8);
         let header = WalHeader {
             big_endian,
             page_size,

@@ -204,3 +204,46 @@ fn reads_big_endian_checksum_wals() {
         "newest frame of page 1"
     );
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/wal.rs, against SQLite's recovery rules): the reader took
+/// a page size field of 1 for 65536, as in the database header; SQLite writes 65536 into the WAL
+/// as it is and treats a WAL whose field is 1 as empty.
+#[test]
+fn page_size_65536_is_stored_as_is_and_1_is_no_page_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    let conn = Connection::open(&db).unwrap();
+    // Before anything is written, so that the new database takes it.
+    conn.pragma_update(None, "page_size", 65536).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    insert(&conn, 3, "big");
+    let path = wal_path(&db);
+    let wal = std::fs::read(&path).unwrap();
+    assert_eq!(&wal[8..12], &65536u32.to_be_bytes(), "SQLite's own field");
+    let mut r = reader(&db);
+    assert_eq!(r.header().page_size, 65536);
+    let c = r
+        .committed(r.start(), u64::MAX)
+        .unwrap()
+        .expect("transactions");
+    assert_eq!(c.end.offset, wal.len() as u64);
+
+    // The same header with 1 in the field and its checksum recomputed is not a WAL header.
+    let mut header: [u8; 32] = wal[..32].try_into().unwrap();
+    header[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let big_endian = header[3] == 0x83;
+    let (s1, s2) = checksum(big_endian, (0, 0), &header[..24]);
+    header[24..28].copy_from_slice(&s1.to_be_bytes());
+    header[28..32].copy_from_slice(&s2.to_be_bytes());
+    assert_eq!(WalHeader::parse(&header), None);
+    let mut bad = wal.clone();
+    bad[..32].copy_from_slice(&header);
+    let opened = WalReader::open(std::io::Cursor::new(bad), &path).unwrap();
+    assert!(
+        opened.is_none(),
+        "a WAL whose page size field is 1 holds nothing"
+    );
+}

@@ -156,9 +156,12 @@ pub fn committed(
     result
 }
 
-/// Writes a valid WAL: the header, then each `(pgno, commit, page)` frame chained.
+/// Writes a WAL: the header, then each `(pgno, commit, page)` frame chained. The header's page
+/// size field is `page_size_field`; every checksum is right, so the WAL is valid exactly when
+/// that field is a valid page size equal to the pages' length.
 pub fn write(
     big_endian: bool,
+    page_size_field: u32,
     page_size: u32,
     checkpoint_seq: u32,
     salts: (u32, u32),
@@ -169,7 +172,7 @@ pub fn write(
     for v in [
         magic,
         3_007_000,
-        page_size,
+        page_size_field,
         checkpoint_seq,
         salts.0,
         salts.1,

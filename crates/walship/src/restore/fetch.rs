@@ -43,7 +43,7 @@ pub(super) enum Fetched {
 }
 
 /// How a download is kept.
-enum Into {
+enum Keep {
     Memory(OwnedSemaphorePermit),
     Scratch(File, PathBuf),
 }
@@ -74,11 +74,11 @@ pub(super) fn fetch_all<'a>(
                 .ok()
                 .and_then(|n| memory.clone().try_acquire_many_owned(n).ok());
             let into = match permit {
-                Some(permit) => Ok(Into::Memory(permit)),
+                Some(permit) => Ok(Keep::Memory(permit)),
                 None => {
                     let path = dir.join(format!("{i:08}.ltx"));
                     File::create(&path)
-                        .map(|file| Into::Scratch(file, path.clone()))
+                        .map(|file| Keep::Scratch(file, path.clone()))
                         .map_err(local_error(&path))
                 }
             };
@@ -106,12 +106,12 @@ pub(super) fn fetch_all<'a>(
 async fn download(
     client: &ReplicaClient,
     f: LtxFileInfo,
-    into: Into,
+    into: Keep,
     progress: &dyn Progress,
 ) -> Result<Fetched> {
     let chunks = client.get(f.key).await?;
     let (fetched, size) = match into {
-        Into::Memory(permit) => {
+        Keep::Memory(permit) => {
             let data = to_memory(chunks, f.size, progress).await?;
             let size = data.len() as u64;
             let fetched = Fetched::Memory {
@@ -120,7 +120,7 @@ async fn download(
             };
             (fetched, size)
         }
-        Into::Scratch(file, path) => {
+        Keep::Scratch(file, path) => {
             let size = to_file(chunks, file, &path, progress).await?;
             (Fetched::Scratch(path), size)
         }

@@ -121,7 +121,10 @@ impl PageIndex {
                     format!("page index entry for page {pgno} is out of order or beyond the commit size"),
                 ));
             }
-            if offset != prev_end || size <= PAGE_HEADER_SIZE as u64 || offset + size > data_end {
+            if offset != prev_end
+                || size <= PAGE_HEADER_SIZE as u64
+                || offset.checked_add(size).is_none_or(|end| end > data_end)
+            {
                 return Err(Error::corrupt(
                     at,
                     format!("page index entry for page {pgno} points outside the page block"),

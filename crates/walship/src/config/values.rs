@@ -33,7 +33,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let unit = unit_nanos(&after[..unit_len]).ok_or_else(invalid)?;
-        nanos += amount.scaled(unit).ok_or_else(invalid)?;
+        nanos = nanos
+            .checked_add(amount.scaled(unit).ok_or_else(invalid)?)
+            .ok_or_else(invalid)?;
         rest = &after[unit_len..];
     }
     let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| invalid())?;
@@ -169,6 +171,13 @@ mod tests {
         assert_eq!(parse_duration("3µs"), Ok(Duration::from_micros(3)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("-0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_whose_parts_add_up_past_any_number_are_invalid() {
+        let part = "90000000000000000000000000h";
+        assert!(parse_duration(part).is_err(), "too long for a Duration");
+        assert!(parse_duration(&part.repeat(2)).is_err());
     }
 
     #[test]

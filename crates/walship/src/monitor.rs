@@ -117,18 +117,21 @@ impl Monitor {
         (monitor, rx)
     }
 
-    /// Runs until `stop` is set, then makes a final capture. Errors are logged, reported in the
-    /// status, and retried on the next tick: a failing disk must not end replication for good.
-    pub fn run(mut self, stop: &AtomicBool) {
+    /// Runs until `stop` is set, then makes a final capture, whose failure it returns (the last
+    /// transactions are then not replicated). Errors before are logged, reported in the status,
+    /// and retried on the next tick: a failing disk must not end replication for good.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
         while !stop.load(Ordering::Relaxed) {
             if let Err(e) = self.tick() {
                 self.report_error(&e);
             }
             std::thread::sleep(self.opts.poll_interval);
         }
-        if let Err(e) = self.db.sync().map(|s| self.record(s)) {
-            self.report_error(&e);
+        let last = self.db.sync().map(|s| self.record(s));
+        if let Err(e) = &last {
+            self.report_error(e);
         }
+        last
     }
 
     fn tick(&mut self) -> Result<()> {

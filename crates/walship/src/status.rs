@@ -143,6 +143,29 @@ impl StatusBoard {
         }
     }
 
+    /// The replicas that do not hold their database's last capture, one sentence each.
+    pub fn behind(&self) -> Vec<String> {
+        let databases = self.databases.read().expect("status board lock");
+        let mut out = Vec::new();
+        for db in databases.iter() {
+            let Some(txid) = db.status.borrow().txid else {
+                continue;
+            };
+            for r in &db.replicas {
+                let position = r.status.borrow().position;
+                if position.is_none_or(|p| p < txid) {
+                    out.push(format!(
+                        "replica {:?} of {} holds TXID {} but the last capture is {txid}",
+                        r.name,
+                        db.path.display(),
+                        position.map_or("none".to_string(), |p| p.to_string())
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// Adds a database that started replicating after the others.
     pub fn add(&self, entry: DatabaseEntry) {
         self.databases

@@ -566,3 +566,34 @@ fn a_closed_stderr_does_not_stop_the_final_sync() {
     );
     assert_eq!(rows(&out).0, 20);
 }
+
+#[test]
+fn stopping_with_a_replica_behind_exits_with_failure_naming_it() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let url = s3.replica_url("missing-bucket", "app.db");
+    let file_url = format!("file://{}", dir.path().join("replica").display());
+    let log = dir.path().join("walship.log");
+    let db_arg = db.display().to_string();
+    let mut ws = spawn_walship(
+        &[&db_arg, &file_url, &url],
+        None,
+        &s3.credential_env(),
+        &log,
+    );
+    for i in 1..=10 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i])
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let status = ws.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("replica \"s3\"") && text.contains("NOT replicated"),
+        "{text}"
+    );
+}

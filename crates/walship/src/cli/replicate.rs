@@ -98,7 +98,8 @@ struct Replication {
     config: Arc<Config>,
     stop_flag: Arc<AtomicBool>,
     stop_rx: watch::Receiver<bool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Monitor and compactor threads; a monitor's result is its final capture's.
+    threads: Vec<std::thread::JoinHandle<walship::Result<()>>>,
     uploaders: JoinSet<()>,
     board: Arc<StatusBoard>,
     /// The database files being replicated, so a watched directory adds each only once.
@@ -127,7 +128,10 @@ impl Replication {
         self.threads.push(
             std::thread::Builder::new()
                 .name(format!("compactor {name}"))
-                .spawn(move || compactor.run(&flag, compacted_tx))
+                .spawn(move || {
+                    compactor.run(&flag, compacted_tx);
+                    Ok(())
+                })
                 .context("starting a compactor thread")?,
         );
         let mut replicas = Vec::new();
@@ -241,16 +245,40 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
 
     replication.stop_flag.store(true, Ordering::Relaxed);
     let threads = std::mem::take(&mut replication.threads);
-    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
-        .await
-        .context("waiting for the monitors")?;
+    let mut unsynced: Vec<String> = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .filter_map(|t| match t.join() {
+                Ok(Err(e)) => Some(format!("final capture failed: {e}")),
+                _ => None,
+            })
+            .collect()
+    })
+    .await
+    .context("waiting for the monitors")?;
     let _ = stop_tx.send(true);
     while replication.uploaders.join_next().await.is_some() {}
     if let Some(server) = server {
         server.await.context("stopping the HTTP server")??;
     }
-    tracing::info!("stopped");
-    Ok(code)
+    unsynced.extend(replication.board.behind());
+    if unsynced.is_empty() {
+        tracing::info!("stopped");
+        return Ok(code);
+    }
+    // Exiting 0 would tell a supervisor or script that everything committed is replicated.
+    for problem in &unsynced {
+        tracing::error!("{problem}");
+    }
+    tracing::error!(
+        "stopped with the last transactions NOT replicated; start walship again once the cause \
+         is fixed and it ships them"
+    );
+    Ok(if code == ExitCode::SUCCESS {
+        ExitCode::FAILURE
+    } else {
+        code
+    })
 }
 
 /// Runs `cmd` (split into words as a shell would, but run without one, as Litestream does, so

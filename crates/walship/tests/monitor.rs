@@ -74,7 +74,7 @@ fn captures_while_writing_idles_when_not_and_syncs_on_stop() {
     conn.execute("INSERT INTO t(v) VALUES ('last')", [])
         .unwrap();
     stop.store(true, Ordering::Relaxed);
-    thread.join().unwrap();
+    thread.join().unwrap().expect("the final capture");
     let st = status.borrow().clone();
     assert!(st.checkpoints >= 1, "the WAL grew past 100 pages: {st:?}");
     assert_eq!(

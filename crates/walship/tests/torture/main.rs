@@ -257,12 +257,14 @@ fn fill(path: &std::path::Path) {
 #[test]
 fn a_full_disk_is_reported_and_recovered_from() {
     // Room for what the database and walship's local store hold at the end of the run (the
-    // store keeps ~10 snapshots: one every 7 s for 60 s), so the disk is full only while the
-    // ballast fills it; a disk our own retention filled would never empty.
+    // store keeps ~10 snapshots, one every 7 s for 60 s, of a database growing ~100 KB/s at this
+    // pace), so the disk is full only while the ballast fills it: a disk our own retention
+    // filled would never empty (a 96 MB, then a 428 MB tmpfs did, in 300 s runs). RAM-backed.
     let secs = budget(25).as_secs();
     let mnt = tempfile::tempdir().unwrap();
-    let _tmpfs = Tmpfs::mount(mnt.path(), 128 + secs);
+    let _tmpfs = Tmpfs::mount(mnt.path(), 128 + 4 * secs);
     let mut run = Run::new("disk full", workload(0.0), Some(mnt.path()));
+    run.writer_flags = vec!["--pause-ms".into(), "20".into()];
     run.write_config();
     run.start_writer();
     run.start_walship();

@@ -271,6 +271,15 @@ impl Journal {
         self.attempts.get(&tx).copied()
     }
 
+    /// When the first commit attempt began (now if none).
+    pub fn first(&self) -> SystemTime {
+        self.attempts
+            .values()
+            .min()
+            .copied()
+            .unwrap_or_else(SystemTime::now)
+    }
+
     /// From the first commit attempt to the last.
     pub fn span(&self) -> Duration {
         let first = self.attempts.values().min();

@@ -597,3 +597,47 @@ fn stopping_with_a_replica_behind_exits_with_failure_naming_it() {
         "{text}"
     );
 }
+
+#[test]
+fn a_replica_that_stopped_answering_holds_the_stop_only_for_shutdown_sync_timeout() {
+    use testkit::{Fault, Proxy};
+    let s3 = S3Server::start();
+    s3.create_bucket("slow");
+    let proxy = Proxy::start(s3.endpoint().trim_start_matches("http://").parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let url = s3
+        .replica_url("slow", "app.db")
+        .replace(&s3.endpoint(), &proxy.endpoint());
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "shutdown-sync-timeout: 2s\ndbs:\n  - path: {}\n    replicas:\n      - url: {url}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("walship.log");
+    let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
+    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (1, 0, 'x')", [])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // Connections now hang without an answer, as behind a dead network path.
+    proxy.set_fault(Fault::Blackhole);
+    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (2, 0, 'x')", [])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert!(
+        ws.terminate(Duration::from_secs(20)),
+        "walship did not stop within 20 s of SIGTERM"
+    );
+    let waited = started.elapsed();
+    let status = ws.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("shutdown-sync-timeout"), "{text}");
+    assert!(waited < Duration::from_secs(15), "stopping took {waited:?}");
+}

@@ -257,7 +257,20 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
     .await
     .context("waiting for the monitors")?;
     let _ = stop_tx.send(true);
-    while replication.uploaders.join_next().await.is_some() {}
+    // The final uploads get `shutdown-sync-timeout`: a replica that stopped answering (a dead
+    // connection waits for the client's own timeouts and retries) must not hold the stop forever.
+    let uploads = async { while replication.uploaders.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.shutdown_sync_timeout, uploads)
+        .await
+        .is_err()
+    {
+        replication.uploaders.abort_all();
+        while replication.uploaders.join_next().await.is_some() {}
+        unsynced.push(format!(
+            "the final uploads did not finish within shutdown-sync-timeout ({:?})",
+            config.shutdown_sync_timeout
+        ));
+    }
     if let Some(server) = server {
         server.await.context("stopping the HTTP server")??;
     }

@@ -227,6 +227,17 @@ impl S3Server {
         )
     }
 
+    /// A fault-injecting proxy in front of this server.
+    pub fn proxy(&self) -> Proxy {
+        Proxy::start(([127, 0, 0, 1], self.port).into())
+    }
+
+    /// [`S3Server::replica_url`] with the endpoint of `proxy` in front of this server.
+    pub fn replica_url_through(&self, proxy: &Proxy, bucket: &str, path: &str) -> String {
+        self.replica_url(bucket, path)
+            .replace(&self.endpoint(), &proxy.endpoint())
+    }
+
     /// The credential variables a client of this server needs, in both spellings.
     pub fn credential_env(&self) -> [(&'static str, &'static str); 4] {
         [

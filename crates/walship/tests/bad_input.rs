@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use testkit::{wait_until, ChildGuard, Fault, Proxy, S3Server};
+use testkit::{wait_until, ChildGuard, Fault, S3Server};
 
 mod support;
 
@@ -38,14 +38,12 @@ fn restore(url: &str, out: &Path) -> std::process::Output {
 fn a_corrupt_file_in_the_local_store_is_never_uploaded_and_is_named() {
     let s3 = S3Server::start();
     s3.create_bucket("bad");
-    let proxy = Proxy::start(s3.endpoint().trim_start_matches("http://").parse().unwrap());
+    let proxy = s3.proxy();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     drop(app(&db));
     let addr = format!("127.0.0.1:{}", testkit::free_port());
-    let url = s3
-        .replica_url("bad", "app.db")
-        .replace(&s3.endpoint(), &proxy.endpoint());
+    let url = s3.replica_url_through(&proxy, "bad", "app.db");
     let config = dir.path().join("walship.yml");
     std::fs::write(
         &config,

@@ -600,16 +600,14 @@ fn stopping_with_a_replica_behind_exits_with_failure_naming_it() {
 
 #[test]
 fn a_replica_that_stopped_answering_holds_the_stop_only_for_shutdown_sync_timeout() {
-    use testkit::{Fault, Proxy};
+    use testkit::Fault;
     let s3 = S3Server::start();
     s3.create_bucket("slow");
-    let proxy = Proxy::start(s3.endpoint().trim_start_matches("http://").parse().unwrap());
+    let proxy = s3.proxy();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let conn = app(&db);
-    let url = s3
-        .replica_url("slow", "app.db")
-        .replace(&s3.endpoint(), &proxy.endpoint());
+    let url = s3.replica_url_through(&proxy, "slow", "app.db");
     let config = dir.path().join("walship.yml");
     std::fs::write(
         &config,

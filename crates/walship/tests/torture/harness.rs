@@ -104,6 +104,13 @@ impl Run {
         }
     }
 
+    /// Adds an S3 replica at `url` (of `s3`, perhaps through a proxy) and its credentials.
+    pub fn add_s3_replica(&mut self, s3: &testkit::S3Server, url: String) {
+        self.replicas.push(url);
+        self.env
+            .extend(s3.credential_env().map(|(k, v)| (k.into(), v.into())));
+    }
+
     /// Writes walship's config: fast levels and snapshots, so kills land in compaction and
     /// snapshotting too, and a retention window the final checks sweep.
     pub fn write_config(&self) {
@@ -210,6 +217,18 @@ impl Run {
             .unwrap();
         self.walship = Some(ChildGuard(child));
         self.walship_starts += 1;
+    }
+
+    /// Waits for walship's first capture of the database.
+    pub fn wait_first_capture(&self) {
+        assert!(
+            wait_until(Duration::from_secs(60), || self
+                .db_status()
+                .is_some_and(|db| db["txid"].as_u64().is_some())),
+            "{}: walship never captured the database:\n{}",
+            self.name,
+            self.log_tail()
+        );
     }
 
     /// walship's peak resident memory so far, from `/proc` (`VmHWM`).

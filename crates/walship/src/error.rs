@@ -29,6 +29,21 @@ pub enum Error {
         source: ltx::Error,
     },
 
+    /// A replica holds TXIDs this database's local store never wrote: another database's
+    /// history, or a store that was deleted or replaced while the replica was unreachable.
+    #[error(
+        "replica {replica} holds TXIDs up to {remote} but this database's local store ends at \
+         {local}: the replica holds another database's history (or the local store was \
+         deleted or replaced); nothing is uploaded to it until it is pointed at its own path \
+         or emptied, or the local store is removed so that walship starts after the replica's \
+         TXIDs"
+    )]
+    ReplicaAhead {
+        replica: String,
+        remote: ltx::Txid,
+        local: ltx::Txid,
+    },
+
     /// SQLite refused something walship needs from a database.
     #[error("database {}: {reason}", path.display())]
     Db { path: PathBuf, reason: String },

@@ -17,7 +17,7 @@ pub mod status;
 pub mod store;
 pub mod wal;
 
-pub use error::{Error, Result};
+pub use error::{Error, ReplicaError, ReplicaErrorKind, Result};
 
 /// The version printed by `walship version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

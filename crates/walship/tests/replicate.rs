@@ -639,3 +639,107 @@ fn a_replica_that_stopped_answering_holds_the_stop_only_for_shutdown_sync_timeou
     assert!(text.contains("shutdown-sync-timeout"), "{text}");
     assert!(waited < Duration::from_secs(15), "stopping took {waited:?}");
 }
+
+/// Writes `n` rows into `db`, one transaction each, with a pause after each so that walship
+/// captures them one TXID at a time.
+fn insert_spaced(conn: &rusqlite::Connection, ids: std::ops::Range<i64>) {
+    for i in ids {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_replica_unreachable_at_start_holds_up_nothing_and_one_holding_another_history_is_refused() {
+    use testkit::Fault;
+    let s3 = S3Server::start();
+    s3.create_bucket("shared");
+    let proxy = s3.proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |db: &Path, urls: &[&str]| {
+        let path = dir
+            .path()
+            .join(format!("{}.yml", db.file_name().unwrap().to_str().unwrap()));
+        let replicas: String = urls.iter().map(|u| format!("      - url: {u}\n")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n{replicas}",
+                db.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let env = s3.credential_env();
+    let direct = s3.replica_url("shared", "app.db");
+    let through = s3.replica_url_through(&proxy, "shared", "app.db");
+
+    // Database A fills the S3 replica with six TXIDs of its own history.
+    let a = dir.path().join("a.db");
+    let conn_a = app(&a);
+    let log_a = dir.path().join("a.log");
+    let mut ws = spawn_walship(&[], Some(&config(&a, &[&direct])), &env, &log_a);
+    insert_spaced(&conn_a, 1..6);
+    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(ws.0.wait().unwrap().success());
+
+    // Database B has a local store of two TXIDs, replicated to a directory.
+    let b = dir.path().join("b.db");
+    let conn_b = app(&b);
+    let file_url = format!("file://{}", dir.path().join("b-replica").display());
+    let log_b = dir.path().join("b.log");
+    let mut ws = spawn_walship(&[], Some(&config(&b, &[&file_url])), &env, &log_b);
+    insert_spaced(&conn_b, 101..102);
+    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(ws.0.wait().unwrap().success());
+
+    // B is then (wrongly) pointed at A's replica too, which does not answer at start: B's
+    // first capture must not wait for it, as its store knows where B's TXIDs stand.
+    proxy.set_fault(Fault::Blackhole);
+    let started = std::time::Instant::now();
+    let mut ws = spawn_walship(&[], Some(&config(&b, &[&file_url, &through])), &env, &log_b);
+    conn_b
+        .execute("INSERT INTO rows(id, tx, pad) VALUES (102, 0, 'x')", [])
+        .unwrap();
+    let file_has = |n: i64| {
+        let out = dir.path().join("probe.db");
+        litestream_restore(&file_url, &out, None, None)
+            .status
+            .success()
+            && rows(&out).0 == n
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || file_has(2)),
+        "the file replica waited for the unreachable one:\n{}",
+        std::fs::read_to_string(&log_b).unwrap()
+    );
+    let waited = started.elapsed();
+    proxy.set_fault(Fault::PassThrough);
+
+    // Once it answers (after the client's 30 s timeout of the request the blackhole held), it
+    // is found to hold TXIDs B never wrote: refused, named, not mixed.
+    assert!(
+        wait_until(Duration::from_secs(90), || std::fs::read_to_string(&log_b)
+            .unwrap()
+            .contains("holds TXIDs up to")),
+        "{}",
+        std::fs::read_to_string(&log_b).unwrap()
+    );
+    insert_spaced(&conn_b, 103..105);
+    assert!(wait_until(Duration::from_secs(20), || file_has(4)));
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let status = ws.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log_b).unwrap();
+    assert!(text.contains("could not ask the replica"), "{text}");
+    assert_eq!(status.code(), Some(1), "B's S3 replica is behind: {text}");
+    let out = dir.path().join("a-restored.db");
+    let res = litestream_restore(&direct, &out, None, Some(&s3));
+    assert!(res.status.success(), "{res:?}");
+    assert_eq!(rows(&out), (5, 5), "A's replica was written into by B");
+    assert!(
+        waited < Duration::from_secs(20),
+        "B's first capture waited {waited:?} for the unreachable replica"
+    );
+}

@@ -2,7 +2,7 @@
 //! signal arrives, then capture and upload what is left.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use walship::replica::client_for;
 use walship::replica::uploader::{Uploader, UploaderOptions};
 use walship::server::Server;
 use walship::status::{DatabaseEntry, ReplicaEntry, StatusBoard};
+use walship::store::LocalStore;
+use walship::ReplicaErrorKind;
 
 /// Flags of `walship replicate`.
 #[derive(clap::Args)]
@@ -332,6 +334,11 @@ async fn run_child(cmd: &str) -> anyhow::Result<ExitCode> {
     tracing::info!("{cmd:?} exited with status {code}: final capture and upload");
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
+/// How long one request for a replica's newest TXID may take before the first capture.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long walship keeps asking a replica that is unreachable when the local store is empty.
+const EMPTY_STORE_PROBE_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Opens a database with TXIDs continuing past whatever its replicas already hold.
 async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
     let DbSource::Path(path) = &cfg.source else {
@@ -348,13 +355,12 @@ async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
         .iter()
         .map(|r| client_for(r, &process_env))
         .collect::<walship::Result<Vec<_>>>()?;
-    let mut remote = Txid(0);
-    for client in &clients {
-        match client.max_txid(0).await {
-            Ok(max) => remote = remote.max(max.unwrap_or_default()),
-            Err(e) => tracing::warn!("{e}"),
-        }
-    }
+    let meta = cfg
+        .meta_path
+        .clone()
+        .unwrap_or_else(|| LocalStore::default_dir(path));
+    let local = LocalStore::open(&meta)?.last(0)?.map(|f| f.max_txid);
+    let remote = newest_remote_txid(path, &clients, local).await;
     let opts = DbOptions {
         meta_dir: cfg.meta_path.clone(),
         busy_timeout: cfg.busy_timeout,
@@ -366,6 +372,61 @@ async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
     let path = path.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(&path, opts)).await??;
     Ok((db, clients))
+}
+
+/// The newest TXID any replica holds, so that new TXIDs never reuse one of a replica's.
+///
+/// A replica that cannot answer must not hold up replication to the others: with local TXIDs
+/// known (`local`) the store is the authority and each replica gets one [`PROBE_TIMEOUT`]. With
+/// an empty store (a database restored on a new machine) only the replica tells where TXIDs
+/// stand, so an unreachable one is asked again for [`EMPTY_STORE_PROBE_PATIENCE`]. Either way,
+/// a replica found ahead of the store later is refused by its uploader with a clear error
+/// rather than mixed with this database's history.
+async fn newest_remote_txid(db: &Path, clients: &[ReplicaClient], local: Option<Txid>) -> Txid {
+    let probes = clients.iter().map(|client| async move {
+        let deadline = tokio::time::Instant::now() + EMPTY_STORE_PROBE_PATIENCE;
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let (err, transient) =
+                match tokio::time::timeout(PROBE_TIMEOUT, client.newest_txid()).await {
+                    Ok(Ok(newest)) => return newest.unwrap_or_default(),
+                    Ok(Err(e)) => {
+                        let transient = matches!(
+                            &e,
+                            walship::Error::Replica(r)
+                                if matches!(r.kind, ReplicaErrorKind::Unreachable | ReplicaErrorKind::Other)
+                        );
+                        (e.to_string(), transient)
+                    }
+                    Err(_) => (format!("no answer within {PROBE_TIMEOUT:?}"), true),
+                };
+            let patient = local.is_none() && transient;
+            if !patient || tokio::time::Instant::now() + wait > deadline {
+                tracing::warn!(
+                    db = %db.display(),
+                    replica = client.name(),
+                    "could not ask the replica for its newest TXID ({err}); replicating \
+                     anyway, with TXIDs after the local store's{}",
+                    if local.is_none() { " (it is empty)" } else { "" }
+                );
+                return Txid(0);
+            }
+            tracing::warn!(
+                db = %db.display(),
+                replica = client.name(),
+                "asking the replica for its newest TXID failed ({err}); the local store is \
+                 empty, so the first capture waits for the replica's answer to continue after \
+                 its TXIDs; retrying in {wait:?}"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(15));
+        }
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .max()
+        .unwrap_or_default()
 }
 
 fn monitor_options(cfg: &DbConfig) -> MonitorOptions {

@@ -289,6 +289,15 @@ impl ReplicaClient {
         Ok(files.iter().map(|f| f.key.max_txid).max())
     }
 
+    /// The newest TXID the replica holds at any level, or `None` if it holds nothing.
+    pub async fn newest_txid(&self) -> Result<Option<Txid>> {
+        let mut newest = None;
+        for level in 0..=crate::compaction::SNAPSHOT_LEVEL {
+            newest = newest.max(self.max_txid(level).await?);
+        }
+        Ok(newest)
+    }
+
     /// The precise creation time of one file: its `litestream-timestamp` metadata
     /// (`litestreamtimestamp` on Azure), else its LastModified time (or mtime), as Litestream's
     /// timestamp restore reads it.

@@ -198,6 +198,28 @@ impl Uploader {
             .map(|level| self.store.list(level))
             .collect::<Result<Vec<_>>>()?;
         let position = self.position();
+        let newest_local = local.iter().flatten().map(|f| f.max_txid).max();
+        let straddles = local[0]
+            .iter()
+            .any(|f| f.min_txid <= position && f.max_txid > position);
+        if let Some(newest) = newest_local.filter(|n| *n < position || straddles) {
+            if !straddles && self.db.borrow().captures == 0 {
+                // This run's first capture continues after the TXIDs of the replicas that
+                // answered at start; until it lands, the store's files are older than those.
+                tracing::debug!(replica = self.client.name(), %position, "waiting for the first capture");
+                return Ok(());
+            }
+            // Uploading would skip local files as "already there" and mix two histories in one
+            // replica. Listing again each pass lets a fixed replica resume. It holds none of
+            // this database's history, so it reports no position.
+            self.remote = None;
+            self.status.send_modify(|s| s.position = None);
+            return Err(Error::ReplicaAhead {
+                replica: self.client.name().to_string(),
+                remote: position,
+                local: newest,
+            });
+        }
         let l0_continues = local[0]
             .iter()
             .find(|f| f.max_txid > position)

@@ -219,18 +219,6 @@ impl Run {
         self.walship_starts += 1;
     }
 
-    /// Waits for walship's first capture of the database.
-    pub fn wait_first_capture(&self) {
-        assert!(
-            wait_until(Duration::from_secs(60), || self
-                .db_status()
-                .is_some_and(|db| db["txid"].as_u64().is_some())),
-            "{}: walship never captured the database:\n{}",
-            self.name,
-            self.log_tail()
-        );
-    }
-
     /// walship's peak resident memory so far, from `/proc` (`VmHWM`).
     pub fn walship_peak_rss(&self) -> u64 {
         let pid = self.walship.as_ref().expect("walship runs").0.id();

@@ -86,11 +86,7 @@ fn main() {
         big: args.big,
         huge: args.huge,
     };
-    let mut journal = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.journal)
-        .expect("open the journal");
+    let mut journal = open_journal(&args.journal);
     let mut conn = open(&args.db);
     let (mut tx_no, mut max_id) = conn
         .query_row("SELECT tx, max_id FROM meta", [], |r| {
@@ -107,14 +103,14 @@ fn main() {
         if rng.random_bool(args.rollback) {
             let _ = spilled_rollback(&mut conn, &workload, max_id);
         }
-        let result = (|| -> rusqlite::Result<i64> {
+        let result = (|| -> Result<i64, Failure> {
             let tx = conn.transaction()?;
             let new_max = workload.apply(&tx, next, max_id)?;
             let ns = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap()
                 .as_nanos();
-            writeln!(journal, "{next} {ns}").expect("write the journal");
+            journal_append(&mut journal, &format!("{next} {ns}\n"))?;
             tx.commit()?;
             Ok(new_max)
         })();
@@ -129,7 +125,7 @@ fn main() {
                 tx_no = next;
                 max_id = new_max;
             }
-            Err(e) if disk_full(&e) => {
+            Err(e) if e.is_disk_full() => {
                 if full_since.is_none() {
                     eprintln!("disk full at transaction {next}: {e}; retrying");
                     full_since = Some(SystemTime::now());
@@ -144,6 +140,67 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(args.pause_ms));
     }
+}
+
+/// Why a transaction did not commit.
+#[derive(Debug)]
+enum Failure {
+    Sql(rusqlite::Error),
+    Journal(std::io::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl Failure {
+    /// A full disk (the database's or the journal's) is waited out, not fatal.
+    fn is_disk_full(&self) -> bool {
+        match self {
+            Failure::Sql(e) => disk_full(e),
+            Failure::Journal(e) => e.kind() == std::io::ErrorKind::StorageFull,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Sql(e) => write!(f, "{e}"),
+            Failure::Journal(e) => write!(f, "writing the journal: {e}"),
+        }
+    }
+}
+
+/// Opens the journal for appending, first cutting a line torn by a kill mid-write, so the
+/// next line starts on its own.
+fn open_journal(path: &Path) -> std::fs::File {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .expect("open the journal");
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut text).expect("read the journal");
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        file.set_len(whole as u64).expect("cut a torn journal line");
+    }
+    file
+}
+
+/// Appends one line in one write; a write that failed (a full disk) is cut off again, so a
+/// retry does not follow a partial line.
+fn journal_append(journal: &mut std::fs::File, line: &str) -> Result<(), Failure> {
+    let len = journal.metadata().map_err(Failure::Journal)?.len();
+    if let Err(e) = journal.write_all(line.as_bytes()) {
+        let _ = journal.set_len(len);
+        return Err(Failure::Journal(e));
+    }
+    Ok(())
 }
 
 /// A large transaction that spills pages into the WAL, then rolls back.

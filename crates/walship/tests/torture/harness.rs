@@ -5,6 +5,7 @@
 //! `TORTURE_SECS` is how long each scenario torments (short in `make test`, long in
 //! `make torture`).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -552,7 +553,14 @@ impl Drop for Run {
                 .arg(self.dir.path())
                 .arg(&keep)
                 .status();
-            eprintln!("{}: kept the run's files in {}", self.name, keep.display());
+            // Not eprintln!: it panics when stderr fails (a full disk under a redirected
+            // stderr), and a panic in a destructor while panicking aborts the whole binary.
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}: kept the run's files in {}",
+                self.name,
+                keep.display()
+            );
         }
     }
 }

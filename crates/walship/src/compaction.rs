@@ -235,48 +235,7 @@ impl Compactor {
     }
 
     fn merge(&self, level: u32, inputs: &[LocalFile], snapshot: bool) -> Result<LocalFile> {
-        let min = if snapshot {
-            Txid(1)
-        } else {
-            inputs[0].min_txid
-        };
-        let max = inputs[inputs.len() - 1].max_txid;
-        let readers = inputs
-            .iter()
-            .map(|f| {
-                File::open(&f.path)
-                    .map(|file| BufReader::with_capacity(64 * 1024, file))
-                    .map_err(|e| crate::Error::Io {
-                        path: f.path.clone(),
-                        source: e,
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut pending = self.store.create(level, min, max)?;
-        let opts = CompactOptions {
-            encoding: self.opts.encoding,
-            snapshot,
-            ..CompactOptions::default()
-        };
-        let (_, header, _) = compact(readers, pending.writer(), opts).map_err(|e| match e {
-            ltx::Error::MergeInput { input, source } => crate::Error::CorruptLocalFile {
-                path: inputs[input].path.clone(),
-                store: self.store.root().to_path_buf(),
-                source: *source,
-            },
-            e => e.into(),
-        })?;
-        let file = pending.commit(header.timestamp)?;
-        tracing::info!(
-            store = %self.store.root().display(),
-            level,
-            "wrote {}-{} from {} files ({} bytes)",
-            file.min_txid,
-            file.max_txid,
-            inputs.len(),
-            file.size
-        );
-        Ok(file)
+        merge_into(&self.store, level, inputs, snapshot, self.opts.encoding)
     }
 
     /// Removes the snapshots that no point inside the retention window needs, then level files
@@ -368,4 +327,57 @@ fn contiguous_run(files: Vec<LocalFile>) -> Vec<LocalFile> {
         run.push(f);
     }
     run
+}
+
+/// Merges `inputs` (contiguous, oldest first) into one file at `level` of `store`, starting at
+/// TXID 1 if it is a `snapshot`.
+pub(crate) fn merge_into(
+    store: &LocalStore,
+    level: u32,
+    inputs: &[LocalFile],
+    snapshot: bool,
+    encoding: PageEncoding,
+) -> Result<LocalFile> {
+    let min = if snapshot {
+        Txid(1)
+    } else {
+        inputs[0].min_txid
+    };
+    let max = inputs[inputs.len() - 1].max_txid;
+    let readers = inputs
+        .iter()
+        .map(|f| {
+            File::open(&f.path)
+                .map(|file| BufReader::with_capacity(64 * 1024, file))
+                .map_err(|e| crate::Error::Io {
+                    path: f.path.clone(),
+                    source: e,
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut pending = store.create(level, min, max)?;
+    let opts = CompactOptions {
+        encoding,
+        snapshot,
+        ..CompactOptions::default()
+    };
+    let (_, header, _) = compact(readers, pending.writer(), opts).map_err(|e| match e {
+        ltx::Error::MergeInput { input, source } => crate::Error::CorruptLocalFile {
+            path: inputs[input].path.clone(),
+            store: store.root().to_path_buf(),
+            source: *source,
+        },
+        e => e.into(),
+    })?;
+    let file = pending.commit(header.timestamp)?;
+    tracing::info!(
+        store = %store.root().display(),
+        level,
+        "wrote {}-{} from {} files ({} bytes)",
+        file.min_txid,
+        file.max_txid,
+        inputs.len(),
+        file.size
+    );
+    Ok(file)
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use ltx::{Encoder, EncoderOptions, Header, PageEncoding, Txid};
 use rusqlite::{Connection, ErrorCode};
 
+use crate::compaction::{merge_into, SNAPSHOT_LEVEL};
 use crate::store::{now_ms, LocalFile, LocalStore, PendingFile};
 use crate::wal::{WalPosition, WalReader, WAL_HEADER_SIZE};
 use crate::{Error, Result};
@@ -122,6 +123,8 @@ pub struct Synced {
 struct Pending {
     file: PendingFile,
     kind: CaptureKind,
+    /// A full capture at another page size than the store's previous file.
+    page_size_changed: bool,
     header: Header,
     pages: u32,
     pos: Position,
@@ -158,6 +161,9 @@ pub struct Db {
     /// stops backfill at its snapshot (at any frame of the WAL if it reads the database file
     /// only), which is never past what walship has captured. `tests/db.rs` proves both facts.
     read_lapsed: bool,
+    /// The WAL index header (`mxFrame`, salts) right after the last complete checkpoint: until
+    /// it changes there is nothing more to checkpoint, however large the WAL still is.
+    checkpointed_at: Option<(u32, (u32, u32))>,
     /// Why the first capture is in full: a start, or a replaced database file.
     first_reason: FullReason,
 }
@@ -212,6 +218,7 @@ impl Db {
             pos: None,
             next_txid,
             read_lapsed: false,
+            checkpointed_at: None,
             first_reason: FullReason::FirstSync,
         };
         db.begin_read()?;
@@ -353,10 +360,12 @@ impl Db {
     /// Whether the WAL has grown to the checkpoint size, so that capturing and checkpointing now
     /// keeps it as small as the application's own auto-checkpoint would.
     pub fn wants_checkpoint(&self) -> Result<bool> {
-        let frames = self
-            .read_shm_header()?
-            .map_or(0, |(max_frame, _)| max_frame);
-        Ok(frames >= self.opts.checkpoint_pages)
+        let Some(header) = self.read_shm_header()? else {
+            return Ok(false);
+        };
+        // A WAL that no writer restarted since (a reader pins it) stays as large after a
+        // complete checkpoint: checkpointing it again and again would starve the captures.
+        Ok(header.0 >= self.opts.checkpoint_pages && self.checkpointed_at != Some(header))
     }
 
     /// Runs the checkpoint cycle (see the module docs). Returns `None` if the application held
@@ -375,6 +384,9 @@ impl Db {
             Some(p) => Some(self.commit(p)?),
             None => None,
         };
+        if complete {
+            self.checkpointed_at = self.read_shm_header()?;
+        }
         Ok(Some(Checkpointed { synced, complete }))
     }
 
@@ -490,6 +502,7 @@ impl Db {
         Ok(Some(Pending {
             file,
             kind: CaptureKind::Incremental,
+            page_size_changed: false,
             header,
             pages: wanted.len() as u32,
             pos: Position {
@@ -561,9 +574,13 @@ impl Db {
             pages += 1;
         }
         enc.finish()?;
+        let page_size_changed = self
+            .previous_page_size()?
+            .is_some_and(|previous| previous != header.page_size);
         Ok(Some(Pending {
             file,
             kind: CaptureKind::Full(reason),
+            page_size_changed,
             header,
             pages,
             pos: Position {
@@ -634,9 +651,38 @@ impl Db {
             .map_err(|e| self.db_io(e))
     }
 
+    /// The page size of the store's newest L0 file, if any.
+    fn previous_page_size(&self) -> Result<Option<u32>> {
+        let Some(last) = self.store.last(0)? else {
+            return Ok(None);
+        };
+        let file = File::open(&last.path).map_err(|source| Error::Io {
+            path: last.path.clone(),
+            source,
+        })?;
+        Ok(Some(
+            ltx::Decoder::new(std::io::BufReader::new(file))?
+                .header()
+                .page_size,
+        ))
+    }
+
     /// Makes a pending capture durable and advances the position.
     fn commit(&mut self, p: Pending) -> Result<Synced> {
         let file = p.file.commit(p.header.timestamp)?;
+        if p.page_size_changed {
+            // Litestream's restore merges every file of its plan and refuses files of two
+            // page sizes; a snapshot ending at the first file of the new size starts every
+            // plan at or after it there, so no plan spans the change.
+            let snapshot = merge_into(
+                &self.store,
+                SNAPSHOT_LEVEL,
+                std::slice::from_ref(&file),
+                true,
+                self.opts.encoding,
+            )?;
+            tracing::info!(db = %self.path.display(), txid = %snapshot.max_txid, page_size = p.header.page_size, "the page size changed: wrote a snapshot at the new size");
+        }
         if matches!(p.kind, CaptureKind::Full(_)) {
             self.read_lapsed = false;
         }

@@ -135,18 +135,24 @@ impl Monitor {
     }
 
     fn tick(&mut self) -> Result<()> {
-        if self.db.wants_checkpoint()? {
-            return self.checkpoint();
-        }
         let now = Instant::now();
-        if now < self.next_sync {
+        let due = now >= self.next_sync;
+        if !due && !self.db.wants_checkpoint()? {
             return Ok(());
         }
-        self.next_sync = now + self.opts.monitor_interval;
+        // Before any checkpoint or capture: working on the old file after a new one took its
+        // path would leave the new one's commits unreplicated.
         if self.db.replaced()? {
             tracing::warn!(db = %self.db.path().display(), "the database file was replaced (restored or copied over?): following the new file");
             self.db = self.db.reopen()?;
         }
+        if self.db.wants_checkpoint()? {
+            return self.checkpoint();
+        }
+        if !due {
+            return Ok(());
+        }
+        self.next_sync = now + self.opts.monitor_interval;
         if self.db.needs_sync()? {
             let started = Instant::now();
             let synced = self.db.sync().inspect_err(|_| {

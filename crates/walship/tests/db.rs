@@ -130,6 +130,42 @@ fn the_checkpoint_cycle_keeps_the_wal_small_and_loses_nothing() {
     assert_same(&l0_files(&db), &path);
 }
 
+/// A complete checkpoint leaves `mxFrame` as it was until a writer restarts the WAL: asking for
+/// another checkpoint then looped the monitor every poll, starving its captures and its check
+/// for a replaced file (seen in the torture suite's maintenance scenario).
+#[test]
+fn a_complete_checkpoint_is_not_asked_for_again_until_the_wal_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let conn = app(&path);
+    let mut db = Db::open(
+        &path,
+        DbOptions {
+            checkpoint_pages: 50,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    db.sync().unwrap();
+    insert(&conn, 100, "big");
+    assert!(db.wants_checkpoint().unwrap());
+    let done = db
+        .checkpoint()
+        .unwrap()
+        .expect("nobody holds the write lock");
+    assert!(done.complete);
+    assert!(
+        !db.wants_checkpoint().unwrap(),
+        "the WAL index is unchanged since a complete checkpoint"
+    );
+    // The next commits restart the WAL and grow it past the threshold again.
+    insert(&conn, 100, "more");
+    assert!(db.wants_checkpoint().unwrap());
+    assert!(db.checkpoint().unwrap().unwrap().complete);
+    db.sync().unwrap();
+    assert_same(&l0_files(&db), &path);
+}
+
 #[test]
 fn a_restart_of_walship_captures_in_full_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

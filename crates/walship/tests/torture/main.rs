@@ -168,9 +168,7 @@ fn application_maintenance_is_followed() {
     run.write_config();
     run.start_writer();
     run.start_walship();
-    // Each maintenance action has been seen to stall the writer for 6-8 s (not understood yet:
-    // see the session note), so the short form runs long enough for several.
-    std::thread::sleep(budget(45));
+    std::thread::sleep(budget(25));
     let last = run.finish(12);
     let actions = run.writer_log().matches("maintenance:").count();
     eprintln!(

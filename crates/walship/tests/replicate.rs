@@ -774,3 +774,59 @@ fn a_replica_unreachable_at_start_holds_up_nothing_and_one_holding_another_histo
         "B's first capture waited {waited:?} for the unreachable replica"
     );
 }
+
+/// Found by the torture suite: with every replica holding the last capture, a final pass still
+/// uploading big compacted files past shutdown-sync-timeout made walship exit 1 saying the last
+/// transactions were NOT replicated, a false alarm to any supervisor.
+#[test]
+fn compacted_files_still_uploading_at_stop_are_no_failure_when_replicas_hold_the_last_capture() {
+    use testkit::Fault;
+    let s3 = S3Server::start();
+    s3.create_bucket("levels");
+    let proxy = s3.proxy();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = app(&db);
+    let url = s3.replica_url_through(&proxy, "levels", "app.db");
+    let addr = format!("127.0.0.1:{}", testkit::free_port());
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: {addr}\nshutdown-sync-timeout: 2s\nlevels:\n  - interval: 1s\n\
+             dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n      - url: {url}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("walship.log");
+    let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
+    for i in 1..=20 {
+        conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i])
+            .unwrap();
+    }
+    let status = || -> Option<serde_json::Value> {
+        let (code, body) = support::http::get(&addr, "/status")?;
+        (code == 200).then(|| serde_json::from_str(&body).unwrap())
+    };
+    let caught_up = || {
+        status().is_some_and(|s| {
+            let db = &s["databases"][0];
+            db["txid"].as_u64().is_some() && db["replicas"][0]["position"] == db["txid"]
+        })
+    };
+    assert!(wait_until(Duration::from_secs(30), caught_up));
+    // S3 stops answering; the next L1 compaction's upload hangs, while the replica holds
+    // every capture (nothing is written any more).
+    proxy.set_fault(Fault::Blackhole);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(caught_up(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(ws.terminate(Duration::from_secs(30)));
+    let code = ws.0.wait().unwrap().code();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("every replica holds the last capture"),
+        "{text}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+}

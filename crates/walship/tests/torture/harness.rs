@@ -296,6 +296,19 @@ impl Run {
         if self.walship.is_none() {
             self.start_walship();
         }
+        // Let the replicas close in while the writer still runs (a long run's replica can be
+        // minutes behind after its last fault): caught up only long after the writes stopped,
+        // retention would have dropped every time but the newest state, and the time sweep
+        // would check nothing.
+        wait_until(Duration::from_secs(180), || {
+            self.db_status().is_some_and(|db| {
+                db["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["lag_seconds"].as_f64().is_some_and(|lag| lag < 5.0))
+            })
+        });
         self.kill_writer();
         let last = self.committed();
         assert!(
@@ -395,8 +408,6 @@ impl Run {
             format_rfc3339_nano(earliest),
             format_rfc3339_nano(latest)
         );
-        // Retention must not eat into the window: it reaches back over most of the writes
-        // (the retention is 60 s, the writes of a short run half that).
         // Retention must not eat into its window: every time since the first write or since
         // `now - retention` (whichever is later) restores, so the oldest chain start must be at
         // or before it (a few seconds' slack: walship's first capture follows the first writes).

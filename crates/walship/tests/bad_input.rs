@@ -53,8 +53,6 @@ fn a_corrupt_file_in_the_local_store_is_never_uploaded_and_is_named() {
         ),
     )
     .unwrap();
-    // The replica is unreachable while files pile up in the local store.
-    proxy.set_fault(Fault::Refuse);
     let log = dir.path().join("walship.log");
     let mut ws = ChildGuard::spawn(
         walship()
@@ -63,16 +61,25 @@ fn a_corrupt_file_in_the_local_store_is_never_uploaded_and_is_named() {
             .envs(s3.credential_env()),
         &log,
     );
-    write_for(&db, 2.0);
     let l0 = dir.path().join(".app.db-litestream/ltx/0");
-    let mut files: Vec<_> = std::fs::read_dir(&l0)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 3, "{files:?}");
-    // A disk error in a middle file's pages.
-    let victim = &files[1];
+    let l0_files = || {
+        let mut files: Vec<_> = std::fs::read_dir(&l0)
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    // With an empty local store walship waits for the replica's answer before its first
+    // capture; once it has one, the replica becomes unreachable while files pile up.
+    assert!(wait_until(Duration::from_secs(30), || !l0_files().is_empty()));
+    proxy.set_fault(Fault::Refuse);
+    let before = l0_files().len();
+    write_for(&db, 2.0);
+    let files = l0_files();
+    assert!(files.len() >= before + 3, "{files:?}");
+    // A disk error in the pages of a file written while the replica was unreachable, with
+    // files after it.
+    let victim = &files[before + 1];
     let len = std::fs::metadata(victim).unwrap().len();
     flip_byte(victim, 100 + (len - 100) / 2);
 
@@ -95,9 +102,14 @@ fn a_corrupt_file_in_the_local_store_is_never_uploaded_and_is_named() {
         keys.iter().all(|k| !k.ends_with(&name)),
         "the corrupt file reached the replica: {keys:?}"
     );
+    let before_victim = files[before]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(
-        keys.iter().any(|k| k.ends_with(".ltx")),
-        "the files before it were uploaded: {keys:?}"
+        keys.iter().any(|k| k.ends_with(&before_victim)),
+        "the file before it ({before_victim}) was not uploaded once S3 answered: {keys:?}"
     );
     assert!(ws.terminate(Duration::from_secs(30)));
 }

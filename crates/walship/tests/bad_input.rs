@@ -122,11 +122,21 @@ fn truncated_corrupt_and_foreign_files_in_a_replica_are_named_or_ignored() {
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
     let log = dir.path().join("walship.log");
+    // No compaction during the test: an L1 file covering the damaged L0 file would let the
+    // restores below go around it (the default 30 s boundary fell inside some runs).
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "levels:\n  - interval: 1h\ndbs:\n  - path: {}\n    replicas:\n      - url: {url}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
     let mut ws = ChildGuard::spawn(
         walship()
-            .arg("replicate")
-            .arg(&db)
-            .arg(&url)
+            .args(["replicate", "-config"])
+            .arg(&config)
             .env("LOG_LEVEL", "debug"),
         &log,
     );

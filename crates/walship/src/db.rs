@@ -242,11 +242,7 @@ impl Db {
         if Txid(last.max_txid.0 + 1) != self.next_txid {
             return Ok(None);
         }
-        let file = File::open(&last.path).map_err(|source| Error::Io {
-            path: last.path.clone(),
-            source,
-        })?;
-        let header = *ltx::Decoder::new(std::io::BufReader::new(file))?.header();
+        let header = self.store.header(&last)?;
         if header.wal_size <= 0 {
             return Ok(None);
         }
@@ -656,15 +652,7 @@ impl Db {
         let Some(last) = self.store.last(0)? else {
             return Ok(None);
         };
-        let file = File::open(&last.path).map_err(|source| Error::Io {
-            path: last.path.clone(),
-            source,
-        })?;
-        Ok(Some(
-            ltx::Decoder::new(std::io::BufReader::new(file))?
-                .header()
-                .page_size,
-        ))
+        Ok(Some(self.store.header(&last)?.page_size))
     }
 
     /// Makes a pending capture durable and advances the position.

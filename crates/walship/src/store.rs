@@ -143,6 +143,12 @@ impl LocalStore {
         Ok(self.list(level)?.pop())
     }
 
+    /// The LTX header of a file in the store.
+    pub fn header(&self, file: &LocalFile) -> Result<ltx::Header> {
+        let f = File::open(&file.path).map_err(io_at(&file.path))?;
+        Ok(*ltx::Decoder::new(std::io::BufReader::new(f))?.header())
+    }
+
     /// Deletes a file.
     pub fn remove(&self, file: &LocalFile) -> Result<()> {
         std::fs::remove_file(&file.path).map_err(io_at(&file.path))

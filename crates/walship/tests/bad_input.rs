@@ -10,7 +10,7 @@ use testkit::{wait_until, ChildGuard, Fault, S3Server};
 mod support;
 
 use support::http;
-use support::workload::{app, assert_commit_boundary, walship, write_for};
+use support::workload::{app, assert_commit_boundary, walship, write_config, write_for};
 
 fn flip_byte(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
@@ -44,15 +44,13 @@ fn a_corrupt_file_in_the_local_store_is_never_uploaded_and_is_named() {
     drop(app(&db));
     let addr = format!("127.0.0.1:{}", testkit::free_port());
     let url = s3.replica_url_through(&proxy, "bad", "app.db");
-    let config = dir.path().join("walship.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "addr: {addr}\ndbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n      - url: {url}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("addr: {addr}\n"),
+        &db,
+        "monitor-interval: 100ms",
+        &[&url],
+    );
     let log = dir.path().join("walship.log");
     let mut ws = ChildGuard::spawn(
         walship()
@@ -124,15 +122,7 @@ fn truncated_corrupt_and_foreign_files_in_a_replica_are_named_or_ignored() {
     let log = dir.path().join("walship.log");
     // No compaction during the test: an L1 file covering the damaged L0 file would let the
     // restores below go around it (the default 30 s boundary fell inside some runs).
-    let config = dir.path().join("walship.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "levels:\n  - interval: 1h\ndbs:\n  - path: {}\n    replicas:\n      - url: {url}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "levels:\n  - interval: 1h\n", &db, "", &[&url]);
     let mut ws = ChildGuard::spawn(
         walship()
             .args(["replicate", "-config"])

@@ -11,7 +11,7 @@ use walship::replica::timestamp::format_rfc3339_nano;
 
 mod support;
 
-use support::workload::{app, assert_commit_boundary, rows, walship, Writer};
+use support::workload::{app, assert_commit_boundary, rows, walship, write_config, Writer};
 
 /// Restores `url` with Litestream 0.5.17, optionally as of `at`.
 fn litestream_restore(
@@ -390,15 +390,7 @@ fn replaced_while_replicating(new_page_size: u32) {
     let log = dir.path().join("walship.log");
     // No compaction within the test: a level file merging the whole history would hide from
     // the restore plan the L0 files of both page sizes.
-    let config = dir.path().join("walship.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "levels:\n  - interval: 1h\ndbs:\n  - path: {}\n    replicas:\n      - url: {url}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "levels:\n  - interval: 1h\n", &db, "", &[&url]);
     let mut ws = spawn_walship(&[], Some(&config), &[], &log);
     for i in 1..=40 {
         conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'old')", [i])
@@ -639,15 +631,7 @@ fn a_replica_that_stopped_answering_holds_the_stop_only_for_shutdown_sync_timeou
     let db = dir.path().join("app.db");
     let conn = app(&db);
     let url = s3.replica_url_through(&proxy, "slow", "app.db");
-    let config = dir.path().join("walship.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "shutdown-sync-timeout: 2s\ndbs:\n  - path: {}\n    replicas:\n      - url: {url}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "shutdown-sync-timeout: 2s\n", &db, "", &[&url]);
     let log = dir.path().join("walship.log");
     let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
     conn.execute("INSERT INTO rows(id, tx, pad) VALUES (1, 0, 'x')", [])
@@ -689,19 +673,7 @@ fn a_replica_unreachable_at_start_holds_up_nothing_and_one_holding_another_histo
     let proxy = s3.proxy();
     let dir = tempfile::tempdir().unwrap();
     let config = |db: &Path, urls: &[&str]| {
-        let path = dir
-            .path()
-            .join(format!("{}.yml", db.file_name().unwrap().to_str().unwrap()));
-        let replicas: String = urls.iter().map(|u| format!("      - url: {u}\n")).collect();
-        std::fs::write(
-            &path,
-            format!(
-                "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n{replicas}",
-                db.display()
-            ),
-        )
-        .unwrap();
-        path
+        write_config(dir.path(), "", db, "monitor-interval: 100ms", urls)
     };
     let env = s3.credential_env();
     let direct = s3.replica_url("shared", "app.db");
@@ -789,16 +761,13 @@ fn compacted_files_still_uploading_at_stop_are_no_failure_when_replicas_hold_the
     let conn = app(&db);
     let url = s3.replica_url_through(&proxy, "levels", "app.db");
     let addr = format!("127.0.0.1:{}", testkit::free_port());
-    let config = dir.path().join("walship.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "addr: {addr}\nshutdown-sync-timeout: 2s\nlevels:\n  - interval: 1s\n\
-             dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n      - url: {url}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("addr: {addr}\nshutdown-sync-timeout: 2s\nlevels:\n  - interval: 1s\n"),
+        &db,
+        "monitor-interval: 100ms",
+        &[&url],
+    );
     let log = dir.path().join("walship.log");
     let mut ws = spawn_walship(&[], Some(&config), &s3.credential_env(), &log);
     for i in 1..=20 {

@@ -122,3 +122,26 @@ pub fn assert_commit_boundary(path: &Path, commits: &[Commit], what: &str) -> i6
     );
     max
 }
+
+/// Writes a config in `dir` (named after the database) replicating `db` to `urls`: the
+/// top-level `globals` lines, then `db_options` lines under the database; returns its path.
+pub fn write_config(
+    dir: &Path,
+    globals: &str,
+    db: &Path,
+    db_options: &str,
+    urls: &[&str],
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{}.yml", db.file_name().unwrap().to_string_lossy()));
+    let options: String = db_options.lines().map(|l| format!("    {l}\n")).collect();
+    let replicas: String = urls.iter().map(|u| format!("      - url: {u}\n")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "{globals}dbs:\n  - path: {}\n{options}    replicas:\n{replicas}",
+            db.display()
+        ),
+    )
+    .unwrap();
+    path
+}

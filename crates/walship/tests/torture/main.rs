@@ -89,6 +89,19 @@ fn s3_faults_delay_but_never_lose_or_corrupt() {
     run.write_config();
     run.start_writer();
     run.start_walship();
+    let has_captured = |run: &Run| {
+        run.db_status()
+            .is_some_and(|db| db["captures"].as_u64().unwrap_or(0) > 0)
+    };
+    // Faults begin after the first capture: with an empty local store walship waits (up to a
+    // minute) for an unreachable replica before capturing, so a fault at once would only delay
+    // the window's start (replicate.rs tests that wait; restarts below test capturing at once).
+    assert!(
+        testkit::wait_until(Duration::from_secs(30), || has_captured(&run)),
+        "{}: walship did not capture within 30 s of starting:\n{}",
+        run.name,
+        run.log_tail()
+    );
     let mut saw_failing = false;
     let mut faults = Vec::new();
     let mut restarts = 0;
@@ -112,10 +125,6 @@ fn s3_faults_delay_but_never_lose_or_corrupt() {
         });
         let mut until =
             std::time::Instant::now() + Duration::from_secs_f64(run.rng.random_range(1.0..6.0));
-        let has_captured = |run: &Run| {
-            run.db_status()
-                .is_some_and(|db| db["captures"].as_u64().unwrap_or(0) > 0)
-        };
         if run.rng.random_bool(0.3) && has_captured(&run) {
             // walship restarted while S3 cannot answer: its local store knows the TXIDs, so it
             // must capture at once rather than wait for the replica (with an empty store it

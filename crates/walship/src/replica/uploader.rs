@@ -5,17 +5,20 @@
 //! holds is listed once when the loop starts, so a restart resumes where the replica is, and
 //! then tracked in memory: an idle database makes no requests at all.
 //!
-//! L0 files go first, for the shortest lag; compacted files and snapshots follow. A replica that
-//! fell so far behind that the local store has compacted away the L0 files it lacks gets the
-//! covering level files first, then the L0 files after them. Files that local retention removed
+//! L0 files go first, for the shortest lag; compacted files and snapshots follow, while new L0
+//! files keep going beside them, so a snapshot that takes minutes to upload holds back no
+//! capture. A replica that fell so far behind that the local store has compacted away the L0
+//! files it lacks gets the covering level files first, then the L0 files after them. Files that local retention removed
 //! are deleted from the replica only once a coarser file in the replica covers them, so no
 //! restore ever meets a hole.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use ltx::Txid;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::compaction::SNAPSHOT_LEVEL;
 use crate::monitor::DbStatus;
@@ -74,9 +77,13 @@ pub struct Uploader {
     compactions: watch::Receiver<u64>,
     status: watch::Sender<ReplicaStatus>,
     opts: UploaderOptions,
-    /// What the replica holds, per level, once listed.
-    remote: Option<Vec<BTreeSet<(Txid, Txid)>>>,
+    /// What the replica holds, per level, once listed; shared by a pass's two lanes (L0 and
+    /// the levels above), never locked across an await.
+    remote: Mutex<Option<Remote>>,
 }
+
+/// The TXID ranges a replica holds, per level.
+type Remote = Vec<BTreeSet<(Txid, Txid)>>;
 
 impl Uploader {
     /// A loop mirroring `store` into `client`, woken by `db`'s captures and by `compactions`.
@@ -95,7 +102,7 @@ impl Uploader {
             compactions,
             status,
             opts,
-            remote: None,
+            remote: Mutex::new(None),
         };
         (uploader, rx)
     }
@@ -159,10 +166,18 @@ impl Uploader {
         }
     }
 
+    fn remote(&self) -> MutexGuard<'_, Option<Remote>> {
+        self.remote
+            .lock()
+            .expect("no panic while holding the replica's contents")
+    }
+
     /// The newest TXID the replica can restore, assuming (as the uploads ensure) no holes.
     fn position(&self) -> Txid {
-        let remote = self.remote.as_ref().expect("listed before use");
+        let remote = self.remote();
         remote
+            .as_ref()
+            .expect("listed before use")
             .iter()
             .filter_map(|level| level.last().map(|(_, max)| *max))
             .max()
@@ -171,7 +186,7 @@ impl Uploader {
 
     /// Lists the replica once: afterwards its contents are known from what this loop did.
     async fn list_remote(&mut self) -> Result<()> {
-        if self.remote.is_some() {
+        if self.remote().is_some() {
             return Ok(());
         }
         let mut levels = Vec::with_capacity(SNAPSHOT_LEVEL as usize + 1);
@@ -185,7 +200,7 @@ impl Uploader {
                     .collect(),
             );
         }
-        self.remote = Some(levels);
+        *self.remote() = Some(levels);
         let position = self.position();
         self.status.send_modify(|s| s.position = Some(position));
         Ok(())
@@ -212,7 +227,7 @@ impl Uploader {
             // Uploading would skip local files as "already there" and mix two histories in one
             // replica. Listing again each pass lets a fixed replica resume. It holds none of
             // this database's history, so it reports no position.
-            self.remote = None;
+            *self.remote() = None;
             self.status.send_modify(|s| s.position = None);
             return Err(Error::ReplicaAhead {
                 replica: self.client.name().to_string(),
@@ -224,14 +239,13 @@ impl Uploader {
             .iter()
             .find(|f| f.max_txid > position)
             .is_none_or(|f| f.min_txid.0 <= position.0 + 1);
-        let mut order: Vec<u32> = (1..=SNAPSHOT_LEVEL).collect();
         if l0_continues {
-            order.insert(0, 0);
+            self.upload_levels_beside_l0(&local).await?;
         } else {
-            order.push(0);
-        }
-        for level in order {
-            self.upload_level(level, &local[level as usize]).await?;
+            for level in 1..=SNAPSHOT_LEVEL {
+                self.upload_level(level, &local[level as usize]).await?;
+            }
+            self.upload_level(0, &self.store.list(0)?).await?;
         }
         if self.opts.remote_retention {
             self.delete_removed(&local).await?;
@@ -239,9 +253,54 @@ impl Uploader {
         Ok(())
     }
 
-    async fn upload_level(&mut self, level: u32, files: &[LocalFile]) -> Result<()> {
-        let remote = &self.remote.as_ref().expect("listed")[level as usize];
-        let uploaded = remote.last().map_or(Txid(0), |(_, max)| *max);
+    /// Uploads the level files of `local` while an L0 lane uploads each new capture as it
+    /// lands; both lanes finish their current upload before the pass ends, so an error in one
+    /// cancels no upload in the other (a dropped multipart upload would linger in S3).
+    async fn upload_levels_beside_l0(&self, local: &[Vec<LocalFile>]) -> Result<()> {
+        let levels_done = AtomicBool::new(false);
+        let wake = Notify::new();
+        let levels = async {
+            let mut result = Ok(());
+            for level in 1..=SNAPSHOT_LEVEL {
+                result = self.upload_level(level, &local[level as usize]).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            levels_done.store(true, Ordering::Release);
+            wake.notify_one();
+            result
+        };
+        let l0 = async {
+            let mut db = self.db.clone();
+            loop {
+                let files = self.store.list(0)?;
+                self.upload_level(0, &files).await?;
+                if levels_done.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                let listed = files.last().map(|f| f.max_txid);
+                let next_capture = async {
+                    // A closed channel (the monitor is gone) leaves only the levels to wait for.
+                    if db.wait_for(|d| d.txid > listed).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(self.opts.sync_interval).await;
+                };
+                tokio::select! {
+                    _ = next_capture => {}
+                    _ = wake.notified() => {}
+                }
+            }
+        };
+        let (levels, l0): (Result<()>, Result<()>) = tokio::join!(levels, l0);
+        levels.and(l0)
+    }
+
+    async fn upload_level(&self, level: u32, files: &[LocalFile]) -> Result<()> {
+        let uploaded = self.remote().as_ref().expect("listed")[level as usize]
+            .last()
+            .map_or(Txid(0), |(_, max)| *max);
         for file in files.iter().filter(|f| f.max_txid > uploaded) {
             if level == 0 {
                 let position = self.position();
@@ -268,7 +327,7 @@ impl Uploader {
                 Err(_) if !file.path.exists() => continue,
                 Err(e) => return Err(e),
             };
-            self.remote.as_mut().expect("listed")[level as usize]
+            self.remote().as_mut().expect("listed")[level as usize]
                 .insert((file.min_txid, file.max_txid));
             let position = self.position();
             self.status.send_modify(|s| {
@@ -312,7 +371,11 @@ impl Uploader {
     /// Deletes replica files that the local store no longer holds, older than its newest file
     /// at their level, once a coarser file in the replica covers them.
     async fn delete_removed(&mut self, local: &[Vec<LocalFile>]) -> Result<()> {
-        let remote = self.remote.as_ref().expect("listed");
+        let remote = self
+            .remote
+            .get_mut()
+            .expect("no panic while holding the replica's contents");
+        let remote = remote.as_ref().expect("listed");
         let mut doomed = Vec::new();
         for (level, files) in local.iter().enumerate() {
             let Some(newest) = files.last() else { continue };
@@ -333,7 +396,11 @@ impl Uploader {
         self.client.delete(&doomed).await?;
         self.status
             .send_modify(|s| s.files_deleted += doomed.len() as u64);
-        let remote = self.remote.as_mut().expect("listed");
+        let remote = self
+            .remote
+            .get_mut()
+            .expect("no panic while holding the replica's contents");
+        let remote = remote.as_mut().expect("listed");
         for key in &doomed {
             remote[key.level as usize].remove(&(key.min_txid, key.max_txid));
         }

@@ -71,6 +71,22 @@ impl FaultyStore {
         self.faults.state().rules.clear();
     }
 
+    /// Holds every upload to a location containing `part` (a PUT, or the start of a multipart
+    /// upload) until [`FaultyStore::release`], like a link that takes minutes per file.
+    pub fn hold_uploads(&self, part: &str) {
+        self.faults.state().hold = Some(part.to_string());
+    }
+
+    /// Lets held uploads go on.
+    pub fn release(&self) {
+        self.faults.state().hold = None;
+    }
+
+    /// How many uploads are held now.
+    pub fn held(&self) -> usize {
+        self.faults.state().held
+    }
+
     /// How many calls of `op` were made, failed ones included.
     pub fn calls(&self, op: Op) -> usize {
         self.faults.state().calls.get(&op).copied().unwrap_or(0)
@@ -94,6 +110,9 @@ struct Rule {
 struct State {
     rules: HashMap<Op, Rule>,
     calls: HashMap<Op, usize>,
+    /// Uploads to locations containing this wait.
+    hold: Option<String>,
+    held: usize,
 }
 
 /// The rules, shared with the multipart uploads a store hands out.
@@ -117,6 +136,19 @@ impl Faults {
             Some(rule) => Err(injected(op, rule.fault, location)),
             None => Ok(()),
         }
+    }
+
+    /// Waits while uploads to `location` are held.
+    async fn wait_if_held(&self, location: &str) {
+        let is_held = |state: &State| state.hold.as_deref().is_some_and(|p| location.contains(p));
+        if !is_held(&self.state()) {
+            return;
+        }
+        self.state().held += 1;
+        while is_held(&self.state()) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.state().held -= 1;
     }
 }
 
@@ -152,6 +184,7 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.faults.check(Op::Put, location.as_ref())?;
+        self.faults.wait_if_held(location.as_ref()).await;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -161,6 +194,7 @@ impl ObjectStore for FaultyStore {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         self.faults.check(Op::Put, location.as_ref())?;
+        self.faults.wait_if_held(location.as_ref()).await;
         let inner = self.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(FaultyUpload {
             inner,

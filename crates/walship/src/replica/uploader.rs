@@ -5,12 +5,12 @@
 //! holds is listed once when the loop starts, so a restart resumes where the replica is, and
 //! then tracked in memory: an idle database makes no requests at all.
 //!
-//! L0 files go first, for the shortest lag; compacted files and snapshots follow, while new L0
-//! files keep going beside them, so a snapshot that takes minutes to upload holds back no
-//! capture. A replica that fell so far behind that the local store has compacted away the L0
-//! files it lacks gets the covering level files first, then the L0 files after them. Files that local retention removed
-//! are deleted from the replica only once a coarser file in the replica covers them, so no
-//! restore ever meets a hole.
+//! Each pass runs two lanes: L0 files, for the shortest lag, and beside them the compacted
+//! files and snapshots, finest level first, so a snapshot that takes minutes to upload holds
+//! back no capture. A replica that fell so far behind that the local store has compacted away
+//! the L0 files it lacks gets them through the level file covering them, and its L0 lane
+//! resumes as soon as that file is up. Files that local retention removed are deleted from the
+//! replica only once a coarser file in the replica covers them, so no restore ever meets a hole.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -235,27 +235,19 @@ impl Uploader {
                 local: newest,
             });
         }
-        let l0_continues = local[0]
-            .iter()
-            .find(|f| f.max_txid > position)
-            .is_none_or(|f| f.min_txid.0 <= position.0 + 1);
-        if l0_continues {
-            self.upload_levels_beside_l0(&local).await?;
-        } else {
-            for level in 1..=SNAPSHOT_LEVEL {
-                self.upload_level(level, &local[level as usize]).await?;
-            }
-            self.upload_level(0, &self.store.list(0)?).await?;
-        }
+        self.upload_levels_beside_l0(&local).await?;
         if self.opts.remote_retention {
             self.delete_removed(&local).await?;
         }
         Ok(())
     }
 
-    /// Uploads the level files of `local` while an L0 lane uploads each new capture as it
-    /// lands; both lanes finish their current upload before the pass ends, so an error in one
-    /// cancels no upload in the other (a dropped multipart upload would linger in S3).
+    /// Uploads the level files of `local`, finest first, while an L0 lane uploads each new
+    /// capture as it lands. When the store compacted away L0 files the replica lacks, the L0
+    /// lane waits for the level file that bridges the gap (usually L1, uploaded first), not
+    /// for the whole level lane with its big snapshot. Both lanes finish their current upload
+    /// before the pass ends, so an error in one cancels no upload in the other (a dropped
+    /// multipart upload would linger in S3).
     async fn upload_levels_beside_l0(&self, local: &[Vec<LocalFile>]) -> Result<()> {
         let levels_done = AtomicBool::new(false);
         let wake = Notify::new();
@@ -273,6 +265,7 @@ impl Uploader {
         };
         let l0 = async {
             let mut db = self.db.clone();
+            let mut uploads = self.status.subscribe();
             loop {
                 let files = self.store.list(0)?;
                 self.upload_level(0, &files).await?;
@@ -280,6 +273,7 @@ impl Uploader {
                     return Ok(());
                 }
                 let listed = files.last().map(|f| f.max_txid);
+                let position = uploads.borrow_and_update().position;
                 let next_capture = async {
                     // A closed channel (the monitor is gone) leaves only the levels to wait for.
                     if db.wait_for(|d| d.txid > listed).await.is_err() {
@@ -289,6 +283,8 @@ impl Uploader {
                 };
                 tokio::select! {
                     _ = next_capture => {}
+                    // A level file moved the position: it may bridge a gap before the L0 files.
+                    _ = uploads.wait_for(|s| s.position != position) => {}
                     _ = wake.notified() => {}
                 }
             }

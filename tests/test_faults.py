@@ -160,6 +160,25 @@ async def test_wrong_credentials_show_on_the_dashboard_then_right_ones_replicate
 
 
 @pytest.mark.asyncio
+async def test_an_unreachable_replica_at_first_start_shows_as_starting(tmp_path, make_ds):
+    # With an empty local store walship asks the replicas where TXIDs stand before the first
+    # capture, and waits up to a minute for one that does not answer; the dashboard says so.
+    db = make_db(tmp_path / "data.db")
+    url = s3_url(f"http://127.0.0.1:{free_port()}", "nobody-listens")
+    ds = await make_ds([db], config=s3_config(url, tmp_path / "file", "AKIAEXAMPLE", "secret"))
+
+    async def starting():
+        data = await status_json(ds)
+        states = [r["state"] for r in data["databases"][0]["replicas"]]
+        return data if data["running"] and data["error"] is None and states == ["starting"] * 2 else None
+
+    await wait_for(starting, timeout=15, what="both replicas shown as starting")
+    page = await ds.client.get("/-/litestream-status", actor={"id": "root"})
+    assert page.status_code == 200 and "litestream-state-starting" in page.text
+    assert (await ds.client.get("/data/users.json")).status_code == 200
+
+
+@pytest.mark.asyncio
 async def test_fixing_a_credentials_file_recovers_without_restarting_datasette(tmp_path, make_ds, s3_auth):
     endpoint, bucket, key_id, secret = s3_auth
     db = make_db(tmp_path / "data.db")

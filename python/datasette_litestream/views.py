@@ -66,9 +66,13 @@ async def status_data(datasette):
     walship, error = await supervisor.walship_status()
     settings = supervisor.settings
     by_path = {os.path.realpath(d["path"]): d for d in (walship or {}).get("databases", [])}
+    # Databases whose replicas walship is still asking where TXIDs stand (up to a minute when
+    # one is unreachable and the local store is empty).
+    starting = {os.path.realpath(p) for p in (walship or {}).get("starting", [])}
     databases = []
     for name, entry in settings.databases.items():
         w = by_path.get(os.path.realpath(entry["path"]), {})
+        unseen = "starting" if os.path.realpath(entry["path"]) in starting else "unknown"
         live = {r["name"]: r for r in w.get("replicas", [])}
         replicas = []
         for r in entry["replicas"]:
@@ -78,7 +82,7 @@ async def status_data(datasette):
                     "name": r["name"],
                     "type": rw.get("type") or replica_type(r),
                     "url": rw.get("url") or config.redact(r.get("url") or r.get("path")),
-                    "state": rw.get("state", "unknown"),
+                    "state": rw.get("state", unseen),
                     **{k: rw.get(k) for k in REPLICA_FIELDS},
                 }
             )

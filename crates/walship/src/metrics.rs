@@ -194,6 +194,7 @@ mod tests {
                     files_deleted: 3,
                 }],
             }],
+            starting: Vec::new(),
         }
     }
 

@@ -102,10 +102,21 @@ async fn metrics(State(board): State<Arc<StatusBoard>>) -> Response {
         .into_response()
 }
 
-/// 200 while every replica works; 503 naming the failing ones otherwise, so a supervisor can
-/// alert on it. Lagging replicas still count as healthy: they are uploading.
+/// 200 while every replica works; 503 naming the failing ones (or the databases still
+/// starting) otherwise, so a supervisor can alert on it or wait for it. Lagging replicas still
+/// count as healthy: they are uploading.
 async fn healthz(State(board): State<Arc<StatusBoard>>) -> Response {
     let report = board.report();
+    if !report.starting.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "starting (asking the replicas where TXIDs stand):\n{}\n",
+                report.starting.join("\n")
+            ),
+        )
+            .into_response();
+    }
     let failing: Vec<String> = report
         .databases
         .iter()

@@ -4,7 +4,8 @@
 //! receiving ends and turns them into one [`StatusReport`] when asked, so nothing on the
 //! replication path waits for a reader of the status.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,9 @@ pub struct StatusBoard {
     started_at: SystemTime,
     /// Grows when a watched directory gains a database.
     databases: RwLock<Vec<DatabaseEntry>>,
+    /// Databases being opened: their replicas are asked where TXIDs stand, which can take up
+    /// to a minute when one is unreachable.
+    starting: RwLock<BTreeSet<PathBuf>>,
 }
 
 /// One database on the board.
@@ -74,6 +78,8 @@ pub struct StatusReport {
     pub started_at: String,
     pub now: String,
     pub databases: Vec<DatabaseReport>,
+    /// Databases not replicating yet: their replicas are being asked where TXIDs stand.
+    pub starting: Vec<String>,
 }
 
 /// One database in a [`StatusReport`].
@@ -140,6 +146,7 @@ impl StatusBoard {
         StatusBoard {
             started_at,
             databases: RwLock::new(databases),
+            starting: RwLock::default(),
         }
     }
 
@@ -166,8 +173,25 @@ impl StatusBoard {
         out
     }
 
-    /// Adds a database that started replicating after the others.
+    /// Shows `path` as starting until [`StatusBoard::add`] or [`StatusBoard::abandon`].
+    pub fn begin(&self, path: &Path) {
+        self.starting
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf());
+    }
+
+    /// Forgets a database that failed to start.
+    pub fn abandon(&self, path: &Path) {
+        self.starting
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path);
+    }
+
+    /// Adds a database that started replicating.
     pub fn add(&self, entry: DatabaseEntry) {
+        self.abandon(&entry.path);
         self.databases
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -188,6 +212,13 @@ impl StatusBoard {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .map(|d| d.report(now))
+                .collect(),
+            starting: self
+                .starting
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|p| p.display().to_string())
                 .collect(),
         }
     }

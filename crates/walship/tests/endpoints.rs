@@ -165,3 +165,84 @@ fn an_address_in_use_is_a_clear_startup_error() {
         "{err}"
     );
 }
+
+/// With an empty local store walship waits (up to a minute) for an unreachable replica before
+/// a database's first capture; meanwhile the HTTP server answers, shows that database as
+/// starting (healthz 503 saying so), and the other databases replicate.
+#[test]
+fn a_database_waiting_for_its_replica_at_start_shows_as_starting_and_holds_up_no_other() {
+    use testkit::Fault;
+    let s3 = S3Server::start();
+    s3.create_bucket("start");
+    let proxy = s3.proxy();
+    proxy.set_fault(Fault::Blackhole);
+    let dir = tempfile::tempdir().unwrap();
+    let waiting = dir.path().join("waiting.db");
+    let other = dir.path().join("other.db");
+    let (_w, conn) = (app(&waiting), app(&other));
+    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (1, 0, 'x')", [])
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("walship.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n      - url: {}\n  - path: {}\n    replicas:\n      - url: file://{}\n",
+            waiting.display(),
+            s3.replica_url_through(&proxy, "start", "waiting.db"),
+            other.display(),
+            dir.path().join("other-replica").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("walship.log");
+    let mut ws = ChildGuard::spawn(
+        walship()
+            .args(["replicate", "-config"])
+            .arg(&config)
+            .envs(s3.credential_env()),
+        &log,
+    );
+    let status = || -> Option<Value> {
+        let (code, body) = http::get(&addr, "/status")?;
+        assert_eq!(code, 200, "{body}");
+        Some(serde_json::from_str(&body).unwrap())
+    };
+    let other_replicated = |s: &Value| {
+        s["databases"].as_array().unwrap().iter().any(|d| {
+            d["path"] == other.display().to_string()
+                && !d["txid"].is_null()
+                && d["replicas"][0]["position"] == d["txid"]
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || status().is_some_and(|s| {
+            other_replicated(&s)
+                && s["starting"] == serde_json::json!([waiting.display().to_string()])
+        })),
+        "status never showed the other database replicated and this one starting: {:?}\n{}",
+        status(),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let (code, body) = http::get(&addr, "/healthz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("starting") && body.contains(&waiting.display().to_string()),
+        "{body}"
+    );
+
+    // The replica answers: the database starts, and health follows.
+    proxy.set_fault(Fault::PassThrough);
+    assert!(
+        wait_until(Duration::from_secs(30), || status().is_some_and(|s| {
+            s["starting"] == serde_json::json!([]) && s["databases"].as_array().unwrap().len() == 2
+        })),
+        "the database never started once its replica answered: {:?}\n{}",
+        status(),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(wait_until(Duration::from_secs(15), || {
+        http::get(&addr, "/healthz").is_some_and(|(code, _)| code == 200)
+    }));
+    assert!(ws.terminate(Duration::from_secs(30)));
+}

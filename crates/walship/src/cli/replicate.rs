@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
+use futures::stream::{FuturesUnordered, StreamExt};
 use ltx::Txid;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -109,9 +110,18 @@ struct Replication {
 }
 
 impl Replication {
-    /// Starts the monitor, compactor and uploaders of one database.
+    /// Opens one database and starts replicating it, showing it as starting meanwhile.
     async fn start(&mut self, db_config: &DbConfig) -> anyhow::Result<()> {
-        let (db, clients) = open_db(db_config).await?;
+        let opened = open_db(&self.board, db_config).await?;
+        self.launch(db_config, opened)
+    }
+
+    /// Starts the monitor, compactor and uploaders of an opened database.
+    fn launch(
+        &mut self,
+        db_config: &DbConfig,
+        (db, clients): (Db, Vec<ReplicaClient>),
+    ) -> anyhow::Result<()> {
         let store = db.store().clone();
         let path = db.path().to_path_buf();
         let name = path.display().to_string();
@@ -192,19 +202,9 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
         board: Arc::new(StatusBoard::new(SystemTime::now(), Vec::new())),
         running: HashSet::new(),
     };
-    let mut watched = Vec::new();
-    for db_config in &config.dbs {
-        match &db_config.source {
-            DbSource::Path(_) => replication.start(db_config).await?,
-            DbSource::Dir(dir) => {
-                let discovery = Discovery::new(dir)?;
-                replication.start_dir(db_config, &discovery).await?;
-                if dir.watch {
-                    watched.push((db_config.clone(), discovery));
-                }
-            }
-        }
-    }
+    // Serving first: while databases start (up to a minute each when a replica is unreachable
+    // and the local store empty) /status shows them as starting rather than refusing
+    // connections.
     let server = match &config.addr {
         Some(addr) => {
             let server = Server::bind(addr, replication.board.clone()).await?;
@@ -216,6 +216,40 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let mut watched = Vec::new();
+    let mut initial = Vec::new();
+    for db_config in &config.dbs {
+        match &db_config.source {
+            DbSource::Path(_) => initial.push(db_config.clone()),
+            DbSource::Dir(dir) => {
+                let discovery = Discovery::new(dir)?;
+                initial.extend(
+                    discovery
+                        .databases()?
+                        .into_iter()
+                        .map(|path| discovery.config_for(db_config, &path)),
+                );
+                if dir.watch {
+                    watched.push((db_config.clone(), discovery));
+                }
+            }
+        }
+    }
+    // A database named by path and found in a watched directory too starts once.
+    let mut seen = HashSet::new();
+    initial.retain(|c| matches!(&c.source, DbSource::Path(p) if seen.insert(p.clone())));
+    // Each starts as soon as its replicas answered, not behind a slower one.
+    let board = replication.board.clone();
+    let mut opening: FuturesUnordered<_> = initial
+        .iter()
+        .map(|c| {
+            let board = board.clone();
+            async move { (c, open_db(&board, c).await) }
+        })
+        .collect();
+    while let Some((db_config, opened)) = opening.next().await {
+        replication.launch(db_config, opened?)?;
+    }
 
     let until_done = async {
         match &config.exec {
@@ -353,10 +387,21 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const EMPTY_STORE_PROBE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Opens a database with TXIDs continuing past whatever its replicas already hold.
-async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
+/// Opens the database of `cfg` and its replica clients, shown on `board` as starting
+/// meanwhile (and forgotten there if it fails).
+async fn open_db(board: &StatusBoard, cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
     let DbSource::Path(path) = &cfg.source else {
         bail!("internal error: a dir config reached open_db unexpanded");
     };
+    board.begin(path);
+    let opened = open_path(path, cfg).await;
+    if opened.is_err() {
+        board.abandon(path);
+    }
+    opened
+}
+
+async fn open_path(path: &Path, cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
     if !path.exists() {
         bail!(
             "database {} does not exist: create it (or restore it) first, or fix `path`",
@@ -382,7 +427,7 @@ async fn open_db(cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {
         min_txid: Txid(remote.0 + 1),
         ..DbOptions::default()
     };
-    let path = path.clone();
+    let path = path.to_path_buf();
     let db = tokio::task::spawn_blocking(move || Db::open(&path, opts)).await??;
     Ok((db, clients))
 }

@@ -300,7 +300,8 @@ impl Run {
         // minutes behind after its last fault): caught up only long after the writes stopped,
         // retention would have dropped every time but the newest state, and the time sweep
         // would check nothing.
-        wait_until(Duration::from_secs(180), || {
+        let closing = Instant::now();
+        let closed_in = wait_until(Duration::from_secs(180), || {
             self.db_status().is_some_and(|db| {
                 db["replicas"]
                     .as_array()
@@ -309,6 +310,21 @@ impl Run {
                     .all(|r| r["lag_seconds"].as_f64().is_some_and(|lag| lag < 5.0))
             })
         });
+        let lags: Vec<String> = self.db_status().map_or(Vec::new(), |db| {
+            db["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| format!("{} {} lag {}s", r["name"], r["state"], r["lag_seconds"]))
+                .collect()
+        });
+        eprintln!(
+            "{}: replicas {} within 5 s of the writer after {:?} ({})",
+            self.name,
+            if closed_in { "came" } else { "did NOT come" },
+            closing.elapsed(),
+            lags.join(", ")
+        );
         self.kill_writer();
         let last = self.committed();
         assert!(
@@ -317,7 +333,13 @@ impl Run {
             self.name,
             self.writer_log()
         );
+        let catching_up = Instant::now();
         self.wait_caught_up();
+        eprintln!(
+            "{}: replicas caught up {:?} after the writer stopped",
+            self.name,
+            catching_up.elapsed()
+        );
         let mut ws = self.walship.take().unwrap();
         assert!(
             ws.terminate(Duration::from_secs(60)),

@@ -329,6 +329,46 @@ fn contiguous_run(files: Vec<LocalFile>) -> Vec<LocalFile> {
     run
 }
 
+/// Writes the snapshot at the newest page-size change of L0 if the store lacks it: walship
+/// writes it right after the first capture at a new page size (Litestream's restore refuses a
+/// plan mixing page sizes), so it is missing only when walship was killed in between.
+pub(crate) fn snapshot_missed_page_size_change(
+    store: &LocalStore,
+    encoding: PageEncoding,
+) -> Result<Option<LocalFile>> {
+    let l0 = store.list(0)?;
+    let Some(newest) = l0.last() else {
+        return Ok(None);
+    };
+    let size = store.header(newest)?.page_size;
+    // The first file at the newest page size after one at another size: a full capture.
+    let mut first = newest;
+    let mut changed = false;
+    for file in l0.iter().rev().skip(1) {
+        if store.header(file)?.page_size != size {
+            changed = true;
+            break;
+        }
+        first = file;
+    }
+    if !changed
+        || store
+            .list(SNAPSHOT_LEVEL)?
+            .iter()
+            .any(|s| s.max_txid == first.max_txid)
+    {
+        return Ok(None);
+    }
+    merge_into(
+        store,
+        SNAPSHOT_LEVEL,
+        std::slice::from_ref(first),
+        true,
+        encoding,
+    )
+    .map(Some)
+}
+
 /// Merges `inputs` (contiguous, oldest first) into one file at `level` of `store`, starting at
 /// TXID 1 if it is a `snapshot`.
 pub(crate) fn merge_into(

@@ -25,7 +25,7 @@ use std::time::Duration;
 use ltx::{Encoder, EncoderOptions, Header, PageEncoding, Txid};
 use rusqlite::{Connection, ErrorCode};
 
-use crate::compaction::{merge_into, SNAPSHOT_LEVEL};
+use crate::compaction::{merge_into, snapshot_missed_page_size_change, SNAPSHOT_LEVEL};
 use crate::store::{now_ms, LocalFile, LocalStore, PendingFile};
 use crate::wal::{WalPosition, WalReader, WAL_HEADER_SIZE};
 use crate::{Error, Result};
@@ -222,6 +222,9 @@ impl Db {
             first_reason: FullReason::FirstSync,
         };
         db.begin_read()?;
+        if let Some(snapshot) = snapshot_missed_page_size_change(&db.store, db.opts.encoding)? {
+            tracing::info!(db = %path.display(), txid = %snapshot.max_txid, "wrote the snapshot at the last page-size change, which the last run did not");
+        }
         db.pos = db.resume_position()?;
         if let Some(pos) = db.pos {
             tracing::info!(db = %path.display(), txid = %pos.txid, wal_offset = pos.end.offset, "resuming where the last run's capture ended");

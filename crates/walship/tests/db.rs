@@ -507,3 +507,64 @@ fn a_first_capture_while_the_first_transaction_is_open_misses_nothing_after_it()
     assert_eq!(next.kind, CaptureKind::Incremental);
     assert_same(&l0_files(&db), &path);
 }
+
+/// A capture at a new page size is followed by a snapshot there (Litestream's restore refuses
+/// plans mixing page sizes); if walship was killed between the two, the next start writes it.
+#[test]
+fn a_snapshot_missed_at_a_page_size_change_is_written_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let app_conn = app(&path);
+    insert(&app_conn, 30, "old");
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
+    db.sync().unwrap();
+    drop(db);
+    let db = Db::open(&path, DbOptions::default()).unwrap();
+    let snapshots = |db: &Db| db.store().list(9).unwrap();
+    assert!(
+        snapshots(&db).is_empty(),
+        "no page-size change, no snapshot"
+    );
+    drop(app_conn);
+
+    let other = dir.path().join("restored.db");
+    let conn = Connection::open(&other).unwrap();
+    conn.execute_batch("PRAGMA page_size = 8192; PRAGMA journal_mode = wal;")
+        .unwrap();
+    drop(conn);
+    let conn = app(&other);
+    insert(&conn, 7, "restored");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    std::fs::rename(&other, &path).unwrap();
+    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+    let mut db = db.reopen().unwrap();
+    let synced = db.sync().unwrap().unwrap();
+    assert_eq!(synced.header.page_size, 8192);
+    let [snapshot] = &snapshots(&db)[..] else {
+        panic!("one snapshot at the change: {:?}", snapshots(&db));
+    };
+    assert_eq!(snapshot.max_txid, synced.header.max_txid);
+    let written = std::fs::read(&snapshot.path).unwrap();
+    let app_conn = app(&path);
+    insert(&app_conn, 3, "after");
+    db.sync().unwrap().unwrap();
+    drop(db);
+
+    // Killed before the snapshot: the next start writes the same one.
+    std::fs::remove_file(&snapshot.path).unwrap();
+    let db = Db::open(&path, DbOptions::default()).unwrap();
+    let [again] = &snapshots(&db)[..] else {
+        panic!("the snapshot was not written again: {:?}", snapshots(&db));
+    };
+    assert_eq!(
+        (again.min_txid, again.max_txid),
+        (Txid(1), synced.header.max_txid)
+    );
+    assert_eq!(std::fs::read(&again.path).unwrap(), written);
+    drop(db);
+    let db = Db::open(&path, DbOptions::default()).unwrap();
+    assert_eq!(snapshots(&db).len(), 1, "written once, not at every start");
+}

@@ -73,6 +73,17 @@ pub enum Error {
     Restore(Box<crate::restore::RestoreError>),
 }
 
+impl Error {
+    /// Whether trying again soon may succeed: the replica could not be reached or failed in
+    /// an unclassified way (a 500, a reset), unlike a missing bucket or refused credentials.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Replica(r) if matches!(r.kind, ReplicaErrorKind::Unreachable | ReplicaErrorKind::Other)
+        )
+    }
+}
+
 impl From<crate::restore::RestoreError> for Error {
     fn from(e: crate::restore::RestoreError) -> Self {
         Error::Restore(Box::new(e))

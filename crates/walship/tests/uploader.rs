@@ -18,7 +18,7 @@ use walship::replica::uploader::{ReplicaStatus, Uploader, UploaderOptions};
 use walship::store::{LocalFile, LocalStore};
 
 mod support;
-use support::faulty::FaultyStore;
+use support::faulty::{Fault, FaultyStore, Op};
 
 fn app(db: &Path) -> Connection {
     let conn = Connection::open(db).unwrap();
@@ -116,6 +116,7 @@ impl Fixture {
         let (compacted, compacted_rx) = watch::channel(0u64);
         let opts = UploaderOptions {
             sync_interval: Duration::from_millis(50),
+            shutdown_sync_interval: Duration::from_millis(50),
             ..UploaderOptions::default()
         };
         let (uploader, status) = Uploader::new(
@@ -257,4 +258,31 @@ fn a_replica_behind_compacted_files_resumes_captures_before_the_snapshot_is_up()
         "the snapshot never arrived once released"
     );
     fx.stop(up);
+}
+
+/// A replica failing when walship stops (one S3 hiccup) gets the last captures once it
+/// answers again within shutdown-sync-timeout: the final pass is tried again every
+/// shutdown-sync-interval, as Litestream does.
+#[test]
+fn the_final_pass_is_tried_again_until_the_replica_answers() {
+    let fx = Fixture::new();
+    let up = fx.upload();
+    assert!(testkit::wait_until(Duration::from_secs(10), || fx.caught_up(&up.status)));
+    fx.faulty.fail(Op::Put, Fault::Generic);
+    fx.write(5);
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || up
+            .status
+            .borrow()
+            .last_error
+            .is_some()),
+        "the upload never failed"
+    );
+    let faulty = fx.faulty.clone();
+    let heal = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        faulty.reset();
+    });
+    fx.stop(up);
+    heal.join().unwrap();
 }

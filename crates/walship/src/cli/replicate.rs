@@ -24,7 +24,6 @@ use walship::replica::uploader::{Uploader, UploaderOptions};
 use walship::server::Server;
 use walship::status::{DatabaseEntry, ReplicaEntry, StatusBoard};
 use walship::store::LocalStore;
-use walship::ReplicaErrorKind;
 
 /// Flags of `walship replicate`.
 #[derive(clap::Args)]
@@ -151,6 +150,7 @@ impl Replication {
             let opts = UploaderOptions {
                 sync_interval: replica.sync_interval,
                 remote_retention: self.config.retention.enabled,
+                shutdown_sync_interval: self.config.shutdown_sync_interval,
                 ..UploaderOptions::default()
             };
             let (uploader, status) = Uploader::new(
@@ -448,14 +448,7 @@ async fn newest_remote_txid(db: &Path, clients: &[ReplicaClient], local: Option<
             let (err, transient) =
                 match tokio::time::timeout(PROBE_TIMEOUT, client.newest_txid()).await {
                     Ok(Ok(newest)) => return newest.unwrap_or_default(),
-                    Ok(Err(e)) => {
-                        let transient = matches!(
-                            &e,
-                            walship::Error::Replica(r)
-                                if matches!(r.kind, ReplicaErrorKind::Unreachable | ReplicaErrorKind::Other)
-                        );
-                        (e.to_string(), transient)
-                    }
+                    Ok(Err(e)) => (e.to_string(), e.is_transient()),
                     Err(_) => (format!("no answer within {PROBE_TIMEOUT:?}"), true),
                 };
             let patient = local.is_none() && transient;

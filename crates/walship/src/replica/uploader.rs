@@ -38,6 +38,8 @@ pub struct UploaderOptions {
     pub retry_max: Duration,
     /// Delete from the replica what local retention removed (Litestream's `retention.enabled`).
     pub remote_retention: bool,
+    /// How often the final pass at shutdown is tried again after a transient failure.
+    pub shutdown_sync_interval: Duration,
 }
 
 impl Default for UploaderOptions {
@@ -47,6 +49,7 @@ impl Default for UploaderOptions {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             remote_retention: true,
+            shutdown_sync_interval: Duration::from_millis(500),
         }
     }
 }
@@ -107,7 +110,8 @@ impl Uploader {
         (uploader, rx)
     }
 
-    /// Uploads until `stop` turns true, then makes one last pass bounded by `final_timeout`.
+    /// Uploads until `stop` turns true, then makes a last pass, tried again every
+    /// `shutdown_sync_interval` after transient failures, all bounded by `final_timeout`.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, final_timeout: Duration) {
         let mut backoff = self.opts.retry_min;
         loop {
@@ -133,13 +137,30 @@ impl Uploader {
                 _ = self.caught_up_then_changed() => {}
             }
         }
-        match tokio::time::timeout(final_timeout, self.pass()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.report_error(&e),
-            Err(_) => tracing::warn!(
+        // One S3 hiccup at shutdown must not leave the last transactions behind, nor a
+        // refused credential hold the stop for the whole timeout.
+        let final_passes = async {
+            loop {
+                match self.pass().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        self.report_error(&e);
+                        if !e.is_transient() {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(self.opts.shutdown_sync_interval).await;
+            }
+        };
+        if tokio::time::timeout(final_timeout, final_passes)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
                 replica = self.client.name(),
                 "final upload did not finish within {final_timeout:?}"
-            ),
+            );
         }
     }
 

@@ -286,3 +286,53 @@ fn the_final_pass_is_tried_again_until_the_replica_answers() {
     fx.stop(up);
     heal.join().unwrap();
 }
+
+/// A replica that fell behind past the snapshot floor gets a level file beyond its hole before
+/// the snapshot that fills it; until the snapshot is up its position (what status and the exit
+/// code claim) must stay where restores reach, not jump to that file's end.
+#[test]
+fn a_level_file_beyond_a_hole_claims_nothing_until_the_snapshot_fills_it() {
+    let fx = Fixture::new();
+    let mut compactor = fx.compactor();
+    fx.write(5);
+    let early = compactor.compact_level(1).unwrap().expect("an L1 file");
+    fx.write(5);
+    fx.write(5);
+    let late = compactor
+        .compact_level(1)
+        .unwrap()
+        .expect("a second L1 file");
+    let snapshot = compactor.snapshot().unwrap().expect("a snapshot");
+    assert_eq!(snapshot.max_txid, late.max_txid);
+    // Retention below the snapshot: the L0 files and the first L1 file go.
+    for file in fx.store.list(0).unwrap() {
+        fx.store.remove(&file).unwrap();
+    }
+    fx.store.remove(&early).unwrap();
+    fx.write(5);
+
+    fx.faulty.hold_uploads("/0009/");
+    let up = fx.upload();
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || fx.holds(1, &late)
+            && fx.faulty.held() == 1),
+        "the second L1 file never went up"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        up.status.borrow().position,
+        Some(ltx::Txid(0)),
+        "the replica holds TXIDs {}..={} but not 1..{}",
+        late.min_txid,
+        late.max_txid,
+        late.min_txid
+    );
+
+    fx.faulty.release();
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || fx.caught_up(&up.status)),
+        "the replica never caught up once the snapshot was up: {:?}",
+        up.status.borrow()
+    );
+    fx.stop(up);
+}

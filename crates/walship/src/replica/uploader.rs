@@ -193,8 +193,32 @@ impl Uploader {
             .expect("no panic while holding the replica's contents")
     }
 
-    /// The newest TXID the replica can restore, assuming (as the uploads ensure) no holes.
+    /// The newest TXID the replica can restore: the end of the unbroken run of TXIDs from 1
+    /// through its files at any level. A level file uploaded beyond a hole (before the snapshot
+    /// that fills it) claims nothing, so no status or exit code reports TXIDs a restore would
+    /// not reach.
     fn position(&self) -> Txid {
+        let remote = self.remote();
+        let mut ranges: Vec<(Txid, Txid)> = remote
+            .as_ref()
+            .expect("listed before use")
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        ranges.sort_unstable();
+        let mut reach = Txid(0);
+        for (min, max) in ranges {
+            if min.0 > reach.0 + 1 {
+                break;
+            }
+            reach = reach.max(max);
+        }
+        reach
+    }
+
+    /// The newest TXID the replica holds in any file, holes or not.
+    fn newest_held(&self) -> Txid {
         let remote = self.remote();
         remote
             .as_ref()
@@ -233,16 +257,16 @@ impl Uploader {
         let local = (0..=SNAPSHOT_LEVEL)
             .map(|level| self.store.list(level))
             .collect::<Result<Vec<_>>>()?;
-        let position = self.position();
+        let held = self.newest_held();
         let newest_local = local.iter().flatten().map(|f| f.max_txid).max();
         let straddles = local[0]
             .iter()
-            .any(|f| f.min_txid <= position && f.max_txid > position);
-        if let Some(newest) = newest_local.filter(|n| *n < position || straddles) {
+            .any(|f| f.min_txid <= held && f.max_txid > held);
+        if let Some(newest) = newest_local.filter(|n| *n < held || straddles) {
             if !straddles && self.db.borrow().captures == 0 {
                 // This run's first capture continues after the TXIDs of the replicas that
                 // answered at start; until it lands, the store's files are older than those.
-                tracing::debug!(replica = self.client.name(), %position, "waiting for the first capture");
+                tracing::debug!(replica = self.client.name(), %held, "waiting for the first capture");
                 return Ok(());
             }
             // Uploading would skip local files as "already there" and mix two histories in one
@@ -252,7 +276,7 @@ impl Uploader {
             self.status.send_modify(|s| s.position = None);
             return Err(Error::ReplicaAhead {
                 replica: self.client.name().to_string(),
-                remote: position,
+                remote: held,
                 local: newest,
             });
         }
@@ -266,18 +290,24 @@ impl Uploader {
     /// Uploads the level files of `local`, finest first, while an L0 lane uploads each new
     /// capture as it lands. When the store compacted away L0 files the replica lacks, the L0
     /// lane waits for the level file that bridges the gap (usually L1, uploaded first), not
-    /// for the whole level lane with its big snapshot. Both lanes finish their current upload
-    /// before the pass ends, so an error in one cancels no upload in the other (a dropped
-    /// multipart upload would linger in S3).
+    /// for the whole level lane with its big snapshot. After an error in one lane the other
+    /// finishes the upload it is in and stops: no upload is cancelled (a dropped multipart
+    /// upload would linger in S3), and the pass fails soon, so the error shows.
     async fn upload_levels_beside_l0(&self, local: &[Vec<LocalFile>]) -> Result<()> {
         let levels_done = AtomicBool::new(false);
+        let l0_failed = AtomicBool::new(false);
         let wake = Notify::new();
         let levels = async {
             let mut result = Ok(());
-            for level in 1..=SNAPSHOT_LEVEL {
-                result = self.upload_level(level, &local[level as usize]).await;
-                if result.is_err() {
-                    break;
+            'levels: for level in 1..=SNAPSHOT_LEVEL {
+                for file in &local[level as usize] {
+                    if l0_failed.load(Ordering::Acquire) {
+                        break 'levels;
+                    }
+                    result = self.upload_level(level, std::slice::from_ref(file)).await;
+                    if result.is_err() {
+                        break 'levels;
+                    }
                 }
             }
             levels_done.store(true, Ordering::Release);
@@ -285,33 +315,42 @@ impl Uploader {
             result
         };
         let l0 = async {
-            let mut db = self.db.clone();
-            let mut uploads = self.status.subscribe();
-            loop {
-                let files = self.store.list(0)?;
-                self.upload_level(0, &files).await?;
-                if levels_done.load(Ordering::Acquire) {
-                    return Ok(());
-                }
-                let listed = files.last().map(|f| f.max_txid);
-                let position = uploads.borrow_and_update().position;
-                let next_capture = async {
-                    // A closed channel (the monitor is gone) leaves only the levels to wait for.
-                    if db.wait_for(|d| d.txid > listed).await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                    tokio::time::sleep(self.opts.sync_interval).await;
-                };
-                tokio::select! {
-                    _ = next_capture => {}
-                    // A level file moved the position: it may bridge a gap before the L0 files.
-                    _ = uploads.wait_for(|s| s.position != position) => {}
-                    _ = wake.notified() => {}
-                }
+            let result = self.follow_l0(&levels_done, &wake).await;
+            if result.is_err() {
+                l0_failed.store(true, Ordering::Release);
             }
+            result
         };
         let (levels, l0): (Result<()>, Result<()>) = tokio::join!(levels, l0);
-        levels.and(l0)
+        l0.and(levels)
+    }
+
+    /// The L0 lane: uploads new L0 files as captures land, until the levels lane is done.
+    async fn follow_l0(&self, levels_done: &AtomicBool, wake: &Notify) -> Result<()> {
+        let mut db = self.db.clone();
+        let mut uploads = self.status.subscribe();
+        loop {
+            let files = self.store.list(0)?;
+            self.upload_level(0, &files).await?;
+            if levels_done.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let listed = files.last().map(|f| f.max_txid);
+            let position = uploads.borrow_and_update().position;
+            let next_capture = async {
+                // A closed channel (the monitor is gone) leaves only the levels to wait for.
+                if db.wait_for(|d| d.txid > listed).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(self.opts.sync_interval).await;
+            };
+            tokio::select! {
+                _ = next_capture => {}
+                // A level file moved the position: it may bridge a gap before the L0 files.
+                _ = uploads.wait_for(|s| s.position != position) => {}
+                _ = wake.notified() => {}
+            }
+        }
     }
 
     async fn upload_level(&self, level: u32, files: &[LocalFile]) -> Result<()> {

@@ -107,7 +107,7 @@ async fn metrics(State(board): State<Arc<StatusBoard>>) -> Response {
 /// count as healthy: they are uploading.
 async fn healthz(State(board): State<Arc<StatusBoard>>) -> Response {
     let report = board.report();
-    if !report.starting.is_empty() {
+    if board.is_starting() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +32,23 @@ pub struct StatusBoard {
     /// Databases being opened: their replicas are asked where TXIDs stand, which can take up
     /// to a minute when one is unreachable.
     starting: RwLock<BTreeSet<PathBuf>>,
+    initial_start_done: AtomicBool,
+}
+
+/// A database shown as starting on a [`StatusBoard`] until dropped.
+pub struct Starting<'a> {
+    board: &'a StatusBoard,
+    path: &'a Path,
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.board
+            .starting
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.path);
+    }
 }
 
 /// One database on the board.
@@ -147,6 +165,7 @@ impl StatusBoard {
             started_at,
             databases: RwLock::new(databases),
             starting: RwLock::default(),
+            initial_start_done: AtomicBool::new(false),
         }
     }
 
@@ -173,25 +192,30 @@ impl StatusBoard {
         out
     }
 
-    /// Shows `path` as starting until [`StatusBoard::add`] or [`StatusBoard::abandon`].
-    pub fn begin(&self, path: &Path) {
+    /// Shows `path` as starting while the guard lives (an open that fails or is cancelled
+    /// leaves nothing behind).
+    pub fn begin<'a>(&'a self, path: &'a Path) -> Starting<'a> {
         self.starting
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.to_path_buf());
+        Starting { board: self, path }
     }
 
-    /// Forgets a database that failed to start.
-    pub fn abandon(&self, path: &Path) {
-        self.starting
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(path);
+    /// Marks the databases configured at start as started (or given up), so that
+    /// [`StatusBoard::is_starting`] turns false; databases found later in watched directories
+    /// only show under `starting`.
+    pub fn started(&self) {
+        self.initial_start_done.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the databases configured at start are still starting.
+    pub fn is_starting(&self) -> bool {
+        !self.initial_start_done.load(Ordering::Relaxed)
     }
 
     /// Adds a database that started replicating.
     pub fn add(&self, entry: DatabaseEntry) {
-        self.abandon(&entry.path);
         self.databases
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -235,7 +235,9 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    // A database named by path and found in a watched directory too starts once.
+    // A database named by path and found in a directory too starts once, with the options
+    // given for it by name.
+    initial.sort_by_key(|c| !config.dbs.iter().any(|d| d.source == c.source));
     let mut seen = HashSet::new();
     initial.retain(|c| matches!(&c.source, DbSource::Path(p) if seen.insert(p.clone())));
     // Each starts as soon as its replicas answered, not behind a slower one.
@@ -247,15 +249,36 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
             async move { (c, open_db(&board, c).await) }
         })
         .collect();
-    while let Some((db_config, opened)) = opening.next().await {
-        replication.launch(db_config, opened?)?;
-    }
+    let launching = async {
+        while let Some((db_config, opened)) = opening.next().await {
+            replication.launch(db_config, opened?)?;
+        }
+        anyhow::Ok(())
+    };
+    // A signal while databases start (which can take a minute) stops the ones already
+    // replicating properly, with their final capture and upload.
+    let signalled = super::wait_for_signal();
+    tokio::pin!(signalled);
+    let interrupted = tokio::select! {
+        launched = launching => {
+            launched?;
+            false
+        }
+        r = &mut signalled => {
+            r?;
+            tracing::info!("signal received while starting: final capture and upload of the databases started");
+            true
+        }
+    };
+    drop(opening);
+    replication.board.started();
 
     let until_done = async {
         match &config.exec {
+            _ if interrupted => Ok(ExitCode::SUCCESS),
             Some(cmd) => run_child(cmd).await,
             None => {
-                super::wait_for_signal().await?;
+                signalled.await?;
                 tracing::info!("signal received: final capture and upload");
                 Ok(ExitCode::SUCCESS)
             }
@@ -393,12 +416,8 @@ async fn open_db(board: &StatusBoard, cfg: &DbConfig) -> anyhow::Result<(Db, Vec
     let DbSource::Path(path) = &cfg.source else {
         bail!("internal error: a dir config reached open_db unexpanded");
     };
-    board.begin(path);
-    let opened = open_path(path, cfg).await;
-    if opened.is_err() {
-        board.abandon(path);
-    }
-    opened
+    let _starting = board.begin(path);
+    open_path(path, cfg).await
 }
 
 async fn open_path(path: &Path, cfg: &DbConfig) -> anyhow::Result<(Db, Vec<ReplicaClient>)> {

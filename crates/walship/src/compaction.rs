@@ -329,40 +329,30 @@ fn contiguous_run(files: Vec<LocalFile>) -> Vec<LocalFile> {
     run
 }
 
-/// Writes the snapshot at the newest page-size change of L0 if the store lacks it: walship
+/// Writes the snapshot at a page-size change if the last run was killed before it: walship
 /// writes it right after the first capture at a new page size (Litestream's restore refuses a
-/// plan mixing page sizes), so it is missing only when walship was killed in between.
+/// plan mixing page sizes), so only the newest L0 file can lack it, when the one before it
+/// has another page size.
 pub(crate) fn snapshot_missed_page_size_change(
     store: &LocalStore,
     encoding: PageEncoding,
 ) -> Result<Option<LocalFile>> {
     let l0 = store.list(0)?;
-    let Some(newest) = l0.last() else {
+    let [.., before, newest] = &l0[..] else {
         return Ok(None);
     };
-    let size = store.header(newest)?.page_size;
-    // The first file at the newest page size after one at another size: a full capture.
-    let mut first = newest;
-    let mut changed = false;
-    for file in l0.iter().rev().skip(1) {
-        if store.header(file)?.page_size != size {
-            changed = true;
-            break;
-        }
-        first = file;
-    }
-    if !changed
+    if store.header(newest)?.page_size == store.header(before)?.page_size
         || store
             .list(SNAPSHOT_LEVEL)?
             .iter()
-            .any(|s| s.max_txid == first.max_txid)
+            .any(|s| s.max_txid == newest.max_txid)
     {
         return Ok(None);
     }
     merge_into(
         store,
         SNAPSHOT_LEVEL,
-        std::slice::from_ref(first),
+        std::slice::from_ref(newest),
         true,
         encoding,
     )

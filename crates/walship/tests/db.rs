@@ -548,14 +548,11 @@ fn a_snapshot_missed_at_a_page_size_change_is_written_at_the_next_start() {
     };
     assert_eq!(snapshot.max_txid, synced.header.max_txid);
     let written = std::fs::read(&snapshot.path).unwrap();
-    let app_conn = app(&path);
-    insert(&app_conn, 3, "after");
-    db.sync().unwrap().unwrap();
     drop(db);
 
-    // Killed before the snapshot: the next start writes the same one.
+    // Killed between the capture and the snapshot: the next start writes the same one.
     std::fs::remove_file(&snapshot.path).unwrap();
-    let db = Db::open(&path, DbOptions::default()).unwrap();
+    let mut db = Db::open(&path, DbOptions::default()).unwrap();
     let [again] = &snapshots(&db)[..] else {
         panic!("the snapshot was not written again: {:?}", snapshots(&db));
     };
@@ -564,6 +561,9 @@ fn a_snapshot_missed_at_a_page_size_change_is_written_at_the_next_start() {
         (Txid(1), synced.header.max_txid)
     );
     assert_eq!(std::fs::read(&again.path).unwrap(), written);
+    let app_conn = app(&path);
+    insert(&app_conn, 3, "after");
+    db.sync().unwrap().unwrap();
     drop(db);
     let db = Db::open(&path, DbOptions::default()).unwrap();
     assert_eq!(snapshots(&db).len(), 1, "written once, not at every start");

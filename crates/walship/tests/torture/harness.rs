@@ -256,7 +256,10 @@ impl Run {
 
     /// The database's status in `/status`.
     pub fn db_status(&self) -> Option<Value> {
-        self.status().map(|s| s["databases"][0].clone())
+        // The server answers before the database has started (it shows under "starting").
+        self.status()
+            .map(|s| s["databases"][0].clone())
+            .filter(|db| !db.is_null())
     }
 
     /// Remembers each replica's reported position: after any crash, the replica must hold it.

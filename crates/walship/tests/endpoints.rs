@@ -166,83 +166,161 @@ fn an_address_in_use_is_a_clear_startup_error() {
     );
 }
 
+/// walship replicating two databases: `waiting`, with an empty local store and one S3 replica
+/// behind a blackholed proxy, and `other`, with a directory replica and a row.
+struct OneWaiting {
+    dir: tempfile::TempDir,
+    _s3: S3Server,
+    proxy: testkit::Proxy,
+    waiting: std::path::PathBuf,
+    other: std::path::PathBuf,
+    addr: String,
+    log: std::path::PathBuf,
+    ws: ChildGuard,
+}
+
+impl OneWaiting {
+    fn start() -> OneWaiting {
+        let s3 = S3Server::start();
+        s3.create_bucket("start");
+        let proxy = s3.proxy();
+        proxy.set_fault(testkit::Fault::Blackhole);
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = dir.path().join("waiting.db");
+        let other = dir.path().join("other.db");
+        app(&waiting);
+        app(&other)
+            .execute("INSERT INTO rows(id, tx, pad) VALUES (1, 0, 'x')", [])
+            .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("walship.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n      - url: {}\n  - path: {}\n    replicas:\n      - url: file://{}\n",
+                waiting.display(),
+                s3.replica_url_through(&proxy, "start", "waiting.db"),
+                other.display(),
+                dir.path().join("other-replica").display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("walship.log");
+        let ws = ChildGuard::spawn(
+            walship()
+                .args(["replicate", "-config"])
+                .arg(&config)
+                .envs(s3.credential_env()),
+            &log,
+        );
+        let fx = OneWaiting {
+            dir,
+            _s3: s3,
+            proxy,
+            waiting,
+            other,
+            addr,
+            log,
+            ws,
+        };
+        assert!(
+            wait_until(Duration::from_secs(15), || fx.status().is_some_and(|s| {
+                fx.other_replicated(&s)
+                    && s["starting"] == serde_json::json!([fx.waiting.display().to_string()])
+            })),
+            "status never showed the other database replicated and this one starting: {:?}\n{}",
+            fx.status(),
+            fx.log()
+        );
+        fx
+    }
+
+    fn status(&self) -> Option<Value> {
+        let (code, body) = http::get(&self.addr, "/status")?;
+        assert_eq!(code, 200, "{body}");
+        Some(serde_json::from_str(&body).unwrap())
+    }
+
+    fn other_replicated(&self, s: &Value) -> bool {
+        s["databases"].as_array().unwrap().iter().any(|d| {
+            d["path"] == self.other.display().to_string()
+                && !d["txid"].is_null()
+                && d["replicas"][0]["position"] == d["txid"]
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
 /// With an empty local store walship waits (up to a minute) for an unreachable replica before
 /// a database's first capture; meanwhile the HTTP server answers, shows that database as
 /// starting (healthz 503 saying so), and the other databases replicate.
 #[test]
 fn a_database_waiting_for_its_replica_at_start_shows_as_starting_and_holds_up_no_other() {
-    use testkit::Fault;
-    let s3 = S3Server::start();
-    s3.create_bucket("start");
-    let proxy = s3.proxy();
-    proxy.set_fault(Fault::Blackhole);
-    let dir = tempfile::tempdir().unwrap();
-    let waiting = dir.path().join("waiting.db");
-    let other = dir.path().join("other.db");
-    let (_w, conn) = (app(&waiting), app(&other));
-    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (1, 0, 'x')", [])
-        .unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config = dir.path().join("walship.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "addr: {addr}\ndbs:\n  - path: {}\n    replicas:\n      - url: {}\n  - path: {}\n    replicas:\n      - url: file://{}\n",
-            waiting.display(),
-            s3.replica_url_through(&proxy, "start", "waiting.db"),
-            other.display(),
-            dir.path().join("other-replica").display(),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("walship.log");
-    let mut ws = ChildGuard::spawn(
-        walship()
-            .args(["replicate", "-config"])
-            .arg(&config)
-            .envs(s3.credential_env()),
-        &log,
-    );
-    let status = || -> Option<Value> {
-        let (code, body) = http::get(&addr, "/status")?;
-        assert_eq!(code, 200, "{body}");
-        Some(serde_json::from_str(&body).unwrap())
-    };
-    let other_replicated = |s: &Value| {
-        s["databases"].as_array().unwrap().iter().any(|d| {
-            d["path"] == other.display().to_string()
-                && !d["txid"].is_null()
-                && d["replicas"][0]["position"] == d["txid"]
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(15), || status().is_some_and(|s| {
-            other_replicated(&s)
-                && s["starting"] == serde_json::json!([waiting.display().to_string()])
-        })),
-        "status never showed the other database replicated and this one starting: {:?}\n{}",
-        status(),
-        std::fs::read_to_string(&log).unwrap()
-    );
-    let (code, body) = http::get(&addr, "/healthz").unwrap();
+    let mut fx = OneWaiting::start();
+    let (code, body) = http::get(&fx.addr, "/healthz").unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(
-        body.contains("starting") && body.contains(&waiting.display().to_string()),
+        body.contains("starting") && body.contains(&fx.waiting.display().to_string()),
         "{body}"
     );
 
     // The replica answers: the database starts, and health follows.
-    proxy.set_fault(Fault::PassThrough);
+    fx.proxy.set_fault(testkit::Fault::PassThrough);
     assert!(
-        wait_until(Duration::from_secs(30), || status().is_some_and(|s| {
+        wait_until(Duration::from_secs(30), || fx.status().is_some_and(|s| {
             s["starting"] == serde_json::json!([]) && s["databases"].as_array().unwrap().len() == 2
         })),
         "the database never started once its replica answered: {:?}\n{}",
-        status(),
-        std::fs::read_to_string(&log).unwrap()
+        fx.status(),
+        fx.log()
     );
     assert!(wait_until(Duration::from_secs(15), || {
-        http::get(&addr, "/healthz").is_some_and(|(code, _)| code == 200)
+        http::get(&fx.addr, "/healthz").is_some_and(|(code, _)| code == 200)
     }));
-    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(fx.ws.terminate(Duration::from_secs(30)));
+}
+
+/// A signal while a database still waits for its replica stops the started databases with
+/// their final capture and upload, and exits 1 naming the one that never started (exit 0 would
+/// tell a supervisor it was replicated).
+#[test]
+fn a_signal_while_a_database_starts_stops_the_others_properly_and_names_it() {
+    let mut fx = OneWaiting::start();
+    let conn = app(&fx.other);
+    conn.execute("INSERT INTO rows(id, tx, pad) VALUES (2, 0, 'x')", [])
+        .unwrap();
+    assert!(
+        fx.ws.terminate(Duration::from_secs(30)),
+        "walship did not stop"
+    );
+    let status = fx.ws.0.wait().unwrap();
+    let log = fx.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!(
+            "{} never started replicating",
+            fx.waiting.display()
+        )),
+        "{log}"
+    );
+    // The started database's last row went with the final capture.
+    let out = fx.dir.path().join("other-restored.db");
+    let restored = walship()
+        .args(["restore", "-o"])
+        .arg(&out)
+        .arg(format!(
+            "file://{}",
+            fx.dir.path().join("other-replica").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{restored:?}");
+    let rows: i64 = rusqlite::Connection::open(&out)
+        .unwrap()
+        .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 2, "{log}");
 }

@@ -270,6 +270,7 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
             true
         }
     };
+    let never_started = replication.board.report().starting;
     drop(opening);
     replication.board.started();
 
@@ -347,6 +348,11 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     unsynced.extend(behind);
+    unsynced.extend(never_started.iter().map(|path| {
+        format!(
+            "{path} never started replicating: stopped while asking its replicas where TXIDs stand"
+        )
+    }));
     if unsynced.is_empty() {
         tracing::info!("stopped");
         return Ok(code);

@@ -336,3 +336,53 @@ fn a_level_file_beyond_a_hole_claims_nothing_until_the_snapshot_fills_it() {
     );
     fx.stop(up);
 }
+
+/// A replica whose L0 uploads fell behind by more than l0-retention, while a snapshot upload
+/// keeps the pass going, meets a gap no file of the pass fills: the L1 file written since covers
+/// it, and the L0 lane uploads that file itself rather than wait for the snapshot.
+#[test]
+fn a_gap_retention_made_during_a_pass_is_bridged_without_waiting_for_the_snapshot() {
+    let fx = Fixture::new();
+    let up = fx.upload();
+    assert!(testkit::wait_until(Duration::from_secs(10), || fx.caught_up(&up.status)));
+    let position = up.status.borrow().position.unwrap();
+
+    let mut compactor = fx.compactor();
+    fx.faulty.hold_uploads("/0009/");
+    fx.faulty.hold_uploads("/0000/");
+    compactor.snapshot().unwrap().expect("a snapshot");
+    up.compacted.send_modify(|n| *n += 1);
+    assert!(testkit::wait_until(Duration::from_secs(10), || fx
+        .faulty
+        .held()
+        == 1));
+    for _ in 0..3 {
+        fx.write(5);
+    }
+    assert!(testkit::wait_until(Duration::from_secs(10), || fx
+        .faulty
+        .held()
+        == 2));
+    // Retention: an L1 file now covers the new captures, and all but the first go.
+    let l1 = compactor.compact_level(1).unwrap().expect("an L1 file");
+    assert!(l1.min_txid.0 <= position.0 + 1 && l1.max_txid.0 >= position.0 + 3);
+    for file in fx.store.list(0).unwrap() {
+        if file.min_txid.0 > position.0 + 1 && file.max_txid <= l1.max_txid {
+            fx.store.remove(&file).unwrap();
+        }
+    }
+    up.compacted.send_modify(|n| *n += 1);
+    fx.write(5);
+
+    fx.faulty.release_uploads("/0000/");
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || fx.caught_up(&up.status)),
+        "the captures waited behind the snapshot: replica at {:?}, database at {:?}",
+        up.status.borrow().position,
+        fx.db_status.borrow().txid
+    );
+    assert!(fx.holds(1, &l1), "the L1 file bridging the gap is up");
+    assert_eq!(fx.faulty.held(), 1, "the snapshot is still held");
+    fx.faulty.release();
+    fx.stop(up);
+}

@@ -315,7 +315,7 @@ impl Uploader {
             result
         };
         let l0 = async {
-            let result = self.follow_l0(&levels_done, &wake).await;
+            let result = self.follow_l0(local, &levels_done, &wake).await;
             if result.is_err() {
                 l0_failed.store(true, Ordering::Release);
             }
@@ -326,14 +326,31 @@ impl Uploader {
     }
 
     /// The L0 lane: uploads new L0 files as captures land, until the levels lane is done.
-    async fn follow_l0(&self, levels_done: &AtomicBool, wake: &Notify) -> Result<()> {
+    /// `local` is what the levels lane uploads in this pass.
+    async fn follow_l0(
+        &self,
+        local: &[Vec<LocalFile>],
+        levels_done: &AtomicBool,
+        wake: &Notify,
+    ) -> Result<()> {
         let mut db = self.db.clone();
         let mut uploads = self.status.subscribe();
+        let mut compactions = self.compactions.clone();
         loop {
             let files = self.store.list(0)?;
             self.upload_level(0, &files).await?;
             if levels_done.load(Ordering::Acquire) {
                 return Ok(());
+            }
+            if let Some((level, file)) = self.bridge(&files, local)? {
+                // A gap the levels lane will not fill in this pass: L0 retention removed the
+                // L0 files after the position once a level file written since the pass began
+                // covered them (the replica fell behind by more than l0-retention).
+                let before = self.position();
+                self.upload_file(level, &file).await?;
+                if self.position() > before {
+                    continue;
+                }
             }
             let listed = files.last().map(|f| f.max_txid);
             let position = uploads.borrow_and_update().position;
@@ -348,9 +365,42 @@ impl Uploader {
                 _ = next_capture => {}
                 // A level file moved the position: it may bridge a gap before the L0 files.
                 _ = uploads.wait_for(|s| s.position != position) => {}
+                // A new level file may bridge one (a closed channel: the compactor is gone).
+                _ = async {
+                    if compactions.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
                 _ = wake.notified() => {}
             }
         }
+    }
+
+    /// The level file (finest first) that continues the position when the next L0 file
+    /// does not, if it is not among the files the levels lane uploads in this pass.
+    fn bridge(
+        &self,
+        l0: &[LocalFile],
+        local: &[Vec<LocalFile>],
+    ) -> Result<Option<(u32, LocalFile)>> {
+        let position = self.position();
+        let next = l0.iter().find(|f| f.max_txid > position);
+        if next.is_none_or(|f| f.min_txid.0 <= position.0 + 1) {
+            return Ok(None);
+        }
+        for level in 1..SNAPSHOT_LEVEL {
+            let bridge = self.store.list(level)?.into_iter().find(|f| {
+                f.min_txid.0 <= position.0 + 1
+                    && f.max_txid > position
+                    && !local[level as usize]
+                        .iter()
+                        .any(|l| (l.min_txid, l.max_txid) == (f.min_txid, f.max_txid))
+            });
+            if let Some(file) = bridge {
+                return Ok(Some((level, file)));
+            }
+        }
+        Ok(None)
     }
 
     async fn upload_level(&self, level: u32, files: &[LocalFile]) -> Result<()> {
@@ -365,8 +415,8 @@ impl Uploader {
                 }
                 if file.min_txid.0 > position.0 + 1 {
                     // Retention removed the L0 files between only once a compacted file covered
-                    // them; this pass listed the store before that file existed. The compactor's
-                    // change wakes the next pass, which uploads it first.
+                    // them: the levels lane uploads it, or the L0 lane if it is newer than the
+                    // pass (see `bridge`).
                     tracing::debug!(
                         replica = self.client.name(),
                         %position,
@@ -376,26 +426,32 @@ impl Uploader {
                     return Ok(());
                 }
             }
-            self.verify(file).await?;
-            let info = match self.client.put_file(level, &file.path).await {
-                Ok(info) => info,
-                // Retention removed it meanwhile: a coarser file covers it.
-                Err(_) if !file.path.exists() => continue,
-                Err(e) => return Err(e),
-            };
-            self.remote().as_mut().expect("listed")[level as usize]
-                .insert((file.min_txid, file.max_txid));
-            let position = self.position();
-            self.status.send_modify(|s| {
-                s.position = Some(position);
-                s.last_upload = Some(SystemTime::now());
-                s.last_error = None;
-                s.failing_since = None;
-                s.files_uploaded += 1;
-                s.bytes_uploaded += info.size;
-            });
-            tracing::debug!(replica = self.client.name(), level, txid = %file.max_txid, "uploaded");
+            self.upload_file(level, file).await?;
         }
+        Ok(())
+    }
+
+    /// Uploads one file and records it; a file retention removed meanwhile is skipped, as a
+    /// coarser file covers it.
+    async fn upload_file(&self, level: u32, file: &LocalFile) -> Result<()> {
+        self.verify(file).await?;
+        let info = match self.client.put_file(level, &file.path).await {
+            Ok(info) => info,
+            Err(_) if !file.path.exists() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.remote().as_mut().expect("listed")[level as usize]
+            .insert((file.min_txid, file.max_txid));
+        let position = self.position();
+        self.status.send_modify(|s| {
+            s.position = Some(position);
+            s.last_upload = Some(SystemTime::now());
+            s.last_error = None;
+            s.failing_since = None;
+            s.files_uploaded += 1;
+            s.bytes_uploaded += info.size;
+        });
+        tracing::debug!(replica = self.client.name(), level, txid = %file.max_txid, "uploaded");
         Ok(())
     }
 

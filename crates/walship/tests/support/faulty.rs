@@ -72,14 +72,19 @@ impl FaultyStore {
     }
 
     /// Holds every upload to a location containing `part` (a PUT, or the start of a multipart
-    /// upload) until [`FaultyStore::release`], like a link that takes minutes per file.
+    /// upload) until released, like a link that takes minutes per file.
     pub fn hold_uploads(&self, part: &str) {
-        self.faults.state().hold = Some(part.to_string());
+        self.faults.state().hold.push(part.to_string());
     }
 
-    /// Lets held uploads go on.
+    /// Lets the uploads held for `part` go on.
+    pub fn release_uploads(&self, part: &str) {
+        self.faults.state().hold.retain(|p| p != part);
+    }
+
+    /// Lets every held upload go on.
     pub fn release(&self) {
-        self.faults.state().hold = None;
+        self.faults.state().hold.clear();
     }
 
     /// How many uploads are held now.
@@ -110,8 +115,8 @@ struct Rule {
 struct State {
     rules: HashMap<Op, Rule>,
     calls: HashMap<Op, usize>,
-    /// Uploads to locations containing this wait.
-    hold: Option<String>,
+    /// Uploads to locations containing any of these wait.
+    hold: Vec<String>,
     held: usize,
 }
 
@@ -140,7 +145,7 @@ impl Faults {
 
     /// Waits while uploads to `location` are held.
     async fn wait_if_held(&self, location: &str) {
-        let is_held = |state: &State| state.hold.as_deref().is_some_and(|p| location.contains(p));
+        let is_held = |state: &State| state.hold.iter().any(|p| location.contains(p.as_str()));
         if !is_held(&self.state()) {
             return;
         }

@@ -329,26 +329,33 @@ fn contiguous_run(files: Vec<LocalFile>) -> Vec<LocalFile> {
     run
 }
 
-/// Writes the snapshot at a page-size change if the last run was killed before it: walship
-/// writes it right after the first capture at a new page size (Litestream's restore refuses a
-/// plan mixing page sizes), so only the newest L0 file can lack it, when the one before it
-/// has another page size.
-pub(crate) fn snapshot_missed_page_size_change(
+/// Writes the snapshot that should follow the newest L0 file if the last run was killed
+/// before writing it. walship writes one right after a full capture at a new page size, and
+/// after the first capture of an empty store continuing a replica's TXIDs (see
+/// `Db::snapshot_needed`); the kill can only have hit after the newest file, so only it is
+/// looked at.
+pub(crate) fn write_missed_snapshot(
     store: &LocalStore,
     encoding: PageEncoding,
 ) -> Result<Option<LocalFile>> {
     let l0 = store.list(0)?;
-    let [.., before, newest] = &l0[..] else {
+    let snapshots = store.list(SNAPSHOT_LEVEL)?;
+    let missed = match &l0[..] {
+        // The first capture of an empty store (a full one) and nothing else.
+        [only] => {
+            only.min_txid.0 > 1
+                && snapshots.is_empty()
+                && (1..SNAPSHOT_LEVEL).all(|level| store.list(level).is_ok_and(|f| f.is_empty()))
+        }
+        [.., before, newest] => {
+            store.header(newest)?.page_size != store.header(before)?.page_size
+                && !snapshots.iter().any(|s| s.max_txid == newest.max_txid)
+        }
+        [] => false,
+    };
+    let Some(newest) = l0.last().filter(|_| missed) else {
         return Ok(None);
     };
-    if store.header(newest)?.page_size == store.header(before)?.page_size
-        || store
-            .list(SNAPSHOT_LEVEL)?
-            .iter()
-            .any(|s| s.max_txid == newest.max_txid)
-    {
-        return Ok(None);
-    }
     merge_into(
         store,
         SNAPSHOT_LEVEL,

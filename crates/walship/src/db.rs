@@ -25,7 +25,7 @@ use std::time::Duration;
 use ltx::{Encoder, EncoderOptions, Header, PageEncoding, Txid};
 use rusqlite::{Connection, ErrorCode};
 
-use crate::compaction::{merge_into, snapshot_missed_page_size_change, SNAPSHOT_LEVEL};
+use crate::compaction::{merge_into, write_missed_snapshot, SNAPSHOT_LEVEL};
 use crate::store::{now_ms, LocalFile, LocalStore, PendingFile};
 use crate::wal::{WalPosition, WalReader, WAL_HEADER_SIZE};
 use crate::{Error, Result};
@@ -123,8 +123,8 @@ pub struct Synced {
 struct Pending {
     file: PendingFile,
     kind: CaptureKind,
-    /// A full capture at another page size than the store's previous file.
-    page_size_changed: bool,
+    /// Why a snapshot must follow this full capture, if one must (see `Db::snapshot_needed`).
+    snapshot_after: Option<&'static str>,
     header: Header,
     pages: u32,
     pos: Position,
@@ -222,8 +222,8 @@ impl Db {
             first_reason: FullReason::FirstSync,
         };
         db.begin_read()?;
-        if let Some(snapshot) = snapshot_missed_page_size_change(&db.store, db.opts.encoding)? {
-            tracing::info!(db = %path.display(), txid = %snapshot.max_txid, "wrote the snapshot at the last page-size change, which the last run did not");
+        if let Some(snapshot) = write_missed_snapshot(&db.store, db.opts.encoding)? {
+            tracing::info!(db = %path.display(), txid = %snapshot.max_txid, "wrote the snapshot after the last capture, which the last run did not");
         }
         db.pos = db.resume_position()?;
         if let Some(pos) = db.pos {
@@ -501,7 +501,7 @@ impl Db {
         Ok(Some(Pending {
             file,
             kind: CaptureKind::Incremental,
-            page_size_changed: false,
+            snapshot_after: None,
             header,
             pages: wanted.len() as u32,
             pos: Position {
@@ -573,13 +573,11 @@ impl Db {
             pages += 1;
         }
         enc.finish()?;
-        let page_size_changed = self
-            .previous_page_size()?
-            .is_some_and(|previous| previous != header.page_size);
+        let snapshot_after = self.snapshot_needed(&header)?;
         Ok(Some(Pending {
             file,
             kind: CaptureKind::Full(reason),
-            page_size_changed,
+            snapshot_after,
             header,
             pages,
             pos: Position {
@@ -650,21 +648,24 @@ impl Db {
             .map_err(|e| self.db_io(e))
     }
 
-    /// The page size of the store's newest L0 file, if any.
-    fn previous_page_size(&self) -> Result<Option<u32>> {
+    /// Why a full capture with `header` must be followed by a snapshot there, if it must.
+    /// Litestream's restore starts every plan at a file from TXID 1 and refuses plans mixing
+    /// page sizes: a capture at a new page size, or the first one of an empty store continuing
+    /// after a replica's TXIDs (a database restored on a new machine), would leave every plan
+    /// after it failing, for any replica that lacks the older files, until the next snapshot.
+    fn snapshot_needed(&self, header: &ltx::Header) -> Result<Option<&'static str>> {
         let Some(last) = self.store.last(0)? else {
-            return Ok(None);
+            let continues = header.min_txid.0 > 1 && self.store.last(SNAPSHOT_LEVEL)?.is_none();
+            return Ok(continues.then_some("the first capture continues a replica's TXIDs"));
         };
-        Ok(Some(self.store.header(&last)?.page_size))
+        let changed = self.store.header(&last)?.page_size != header.page_size;
+        Ok(changed.then_some("the page size changed"))
     }
 
     /// Makes a pending capture durable and advances the position.
     fn commit(&mut self, p: Pending) -> Result<Synced> {
         let file = p.file.commit(p.header.timestamp)?;
-        if p.page_size_changed {
-            // Litestream's restore merges every file of its plan and refuses files of two
-            // page sizes; a snapshot ending at the first file of the new size starts every
-            // plan at or after it there, so no plan spans the change.
+        if let Some(why) = p.snapshot_after {
             let snapshot = merge_into(
                 &self.store,
                 SNAPSHOT_LEVEL,
@@ -672,7 +673,7 @@ impl Db {
                 true,
                 self.opts.encoding,
             )?;
-            tracing::info!(db = %self.path.display(), txid = %snapshot.max_txid, page_size = p.header.page_size, "the page size changed: wrote a snapshot at the new size");
+            tracing::info!(db = %self.path.display(), txid = %snapshot.max_txid, page_size = p.header.page_size, "{why}: wrote a snapshot there");
         }
         if matches!(p.kind, CaptureKind::Full(_)) {
             self.read_lapsed = false;

@@ -799,3 +799,62 @@ fn compacted_files_still_uploading_at_stop_are_no_failure_when_replicas_hold_the
     );
     assert_eq!(code, Some(0), "{text}");
 }
+
+/// A database restored on a new machine continues its replica's TXIDs. A second replica added
+/// there, empty, lacks the files before them: until a snapshot exists nothing in it restores,
+/// and the scheduled one may be a day away. walship writes a snapshot after that first capture.
+#[test]
+fn a_new_replica_of_a_database_restored_elsewhere_restores_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let old = format!("file://{}", dir.path().join("old").display());
+    let new = format!("file://{}", dir.path().join("new").display());
+    let log = dir.path().join("walship.log");
+
+    let conn = app(&db);
+    let config = write_config(dir.path(), "", &db, "monitor-interval: 100ms", &[&old]);
+    let mut ws = spawn_walship(&[], Some(&config), &[], &log);
+    insert_spaced(&conn, 1..4);
+    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(ws.0.wait().unwrap().success());
+    drop(conn);
+
+    // The new machine: the database restored from the old replica, no local store.
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", db.display()));
+    }
+    std::fs::remove_dir_all(walship::store::LocalStore::default_dir(&db)).unwrap();
+    let restored = walship()
+        .args(["restore", "-o"])
+        .arg(&db)
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{restored:?}");
+    let conn = app(&db);
+    let config = write_config(
+        dir.path(),
+        "",
+        &db,
+        "monitor-interval: 100ms",
+        &[&old, &new],
+    );
+    let mut ws = spawn_walship(&[], Some(&config), &[], &log);
+    insert_spaced(&conn, 4..6);
+    let out = dir.path().join("from-new.db");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            litestream_restore(&new, &out, None, None).status.success() && rows(&out) == (5, 5)
+        }),
+        "the new replica did not restore with Litestream: {:?}\n{}",
+        litestream_restore(&new, &out, None, None),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let from_old = dir.path().join("from-old.db");
+    assert!(litestream_restore(&old, &from_old, None, None)
+        .status
+        .success());
+    assert_eq!(rows(&from_old), (5, 5));
+    assert!(ws.terminate(Duration::from_secs(30)));
+    assert!(ws.0.wait().unwrap().success());
+}

@@ -1,6 +1,6 @@
 //! The upload loop of one replica: mirrors the database's local store (every level) into it.
 //!
-//! Each replica has its own loop and its own position (the newest TXID it holds), so a slow or
+//! Each replica has its own loop and its own position (the newest TXID it restores), so a slow or
 //! failing replica holds back neither the database nor the other replicas. What the replica
 //! holds is listed once when the loop starts, so a restart resumes where the replica is, and
 //! then tracked in memory: an idle database makes no requests at all.
@@ -289,8 +289,9 @@ impl Uploader {
 
     /// Uploads the level files of `local`, finest first, while an L0 lane uploads each new
     /// capture as it lands. When the store compacted away L0 files the replica lacks, the L0
-    /// lane waits for the level file that bridges the gap (usually L1, uploaded first), not
-    /// for the whole level lane with its big snapshot. After an error in one lane the other
+    /// lane waits for the level file that bridges the gap (usually L1, uploaded first) or, if
+    /// that file is newer than the pass, uploads it itself; it never waits for the whole levels
+    /// lane with its big snapshot. After an error in one lane the other
     /// finishes the upload it is in and stops: no upload is cancelled (a dropped multipart
     /// upload would linger in S3), and the pass fails soon, so the error shows.
     async fn upload_levels_beside_l0(&self, local: &[Vec<LocalFile>]) -> Result<()> {

@@ -214,6 +214,16 @@ impl StatusBoard {
         !self.initial_start_done.load(Ordering::Relaxed)
     }
 
+    /// The databases still starting.
+    pub fn starting(&self) -> Vec<String> {
+        self.starting
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
     /// Adds a database that started replicating.
     pub fn add(&self, entry: DatabaseEntry) {
         self.databases
@@ -237,13 +247,7 @@ impl StatusBoard {
                 .iter()
                 .map(|d| d.report(now))
                 .collect(),
-            starting: self
-                .starting
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect(),
+            starting: self.starting(),
         }
     }
 }

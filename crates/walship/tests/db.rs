@@ -347,6 +347,28 @@ fn restarts_and_truncations_by_the_application_are_followed_incrementally() {
     );
 }
 
+/// Renames a new database (of `page_size`, if given) over the one at `path`, as a restore
+/// does with its output.
+fn replace_database(path: &Path, page_size: Option<u32>) {
+    let other = path.with_file_name("restored.db");
+    if let Some(size) = page_size {
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch(&format!(
+                "PRAGMA page_size = {size}; PRAGMA journal_mode = wal;"
+            ))
+            .unwrap();
+    }
+    let conn = app(&other);
+    insert(&conn, 7, "restored");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    std::fs::rename(&other, path).unwrap();
+    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+}
+
 #[test]
 fn a_replaced_database_file_is_followed_with_a_full_capture() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,16 +380,7 @@ fn a_replaced_database_file_is_followed_with_a_full_capture() {
     assert!(!db.replaced().unwrap());
     drop(app_conn);
 
-    // A restore writes a new file and renames it over the database.
-    let other = dir.path().join("restored.db");
-    let conn = app(&other);
-    insert(&conn, 7, "restored");
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .unwrap();
-    drop(conn);
-    std::fs::rename(&other, &path).unwrap();
-    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
-    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+    replace_database(&path, None);
 
     assert!(db.replaced().unwrap());
     let mut db = db.reopen().unwrap();
@@ -527,19 +540,7 @@ fn a_snapshot_missed_at_a_page_size_change_is_written_at_the_next_start() {
     );
     drop(app_conn);
 
-    let other = dir.path().join("restored.db");
-    let conn = Connection::open(&other).unwrap();
-    conn.execute_batch("PRAGMA page_size = 8192; PRAGMA journal_mode = wal;")
-        .unwrap();
-    drop(conn);
-    let conn = app(&other);
-    insert(&conn, 7, "restored");
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .unwrap();
-    drop(conn);
-    std::fs::rename(&other, &path).unwrap();
-    let _ = std::fs::remove_file(format!("{}-wal", path.display()));
-    let _ = std::fs::remove_file(format!("{}-shm", path.display()));
+    replace_database(&path, Some(8192));
     let mut db = db.reopen().unwrap();
     let synced = db.sync().unwrap().unwrap();
     assert_eq!(synced.header.page_size, 8192);

@@ -1,6 +1,7 @@
 //! `/status`, `/metrics` and `/healthz` of a running `walship replicate`, with one replica that
 //! works and one that fails until its bucket appears.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,6 +19,24 @@ fn replica<'a>(status: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|r| r["name"] == name)
         .unwrap_or_else(|| panic!("no replica {name} in {status}"))
+}
+
+/// `walship replicate -config config` with `s3`'s credentials, logging to `log`.
+fn replicate(config: &Path, s3: &S3Server, log: &Path) -> ChildGuard {
+    ChildGuard::spawn(
+        walship()
+            .args(["replicate", "-config"])
+            .arg(config)
+            .envs(s3.credential_env()),
+        log,
+    )
+}
+
+/// walship's `/status` at `addr`, once it answers.
+fn status_at(addr: &str) -> Option<Value> {
+    let (code, body) = http::get(addr, "/status")?;
+    assert_eq!(code, 200, "{body}");
+    Some(serde_json::from_str(&body).unwrap())
 }
 
 #[test]
@@ -39,23 +58,13 @@ fn status_metrics_and_health_follow_the_replicas() {
     )
     .unwrap();
     let log = dir.path().join("walship.log");
-    let mut ws = ChildGuard::spawn(
-        walship()
-            .args(["replicate", "-config"])
-            .arg(&config)
-            .envs(s3.credential_env()),
-        &log,
-    );
+    let mut ws = replicate(&config, &s3, &log);
     for i in 0..20 {
         conn.execute("INSERT INTO rows(id, tx, pad) VALUES (?1, 0, 'x')", [i + 1])
             .unwrap();
     }
 
-    let status = || -> Option<Value> {
-        let (code, body) = http::get(&addr, "/status")?;
-        assert_eq!(code, 200, "{body}");
-        Some(serde_json::from_str(&body).unwrap())
-    };
+    let status = || status_at(&addr);
     // The bucket is missing: the file replica keeps up, the S3 replica reports why it fails.
     let caught_up = |s: &Value, name: &str| {
         let txid = &s["databases"][0]["txid"];
@@ -206,13 +215,7 @@ impl OneWaiting {
         )
         .unwrap();
         let log = dir.path().join("walship.log");
-        let ws = ChildGuard::spawn(
-            walship()
-                .args(["replicate", "-config"])
-                .arg(&config)
-                .envs(s3.credential_env()),
-            &log,
-        );
+        let ws = replicate(&config, &s3, &log);
         let fx = OneWaiting {
             dir,
             _s3: s3,
@@ -236,9 +239,7 @@ impl OneWaiting {
     }
 
     fn status(&self) -> Option<Value> {
-        let (code, body) = http::get(&self.addr, "/status")?;
-        assert_eq!(code, 200, "{body}");
-        Some(serde_json::from_str(&body).unwrap())
+        status_at(&self.addr)
     }
 
     fn other_replicated(&self, s: &Value) -> bool {

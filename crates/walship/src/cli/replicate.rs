@@ -270,7 +270,7 @@ async fn replicate(config: Config) -> anyhow::Result<ExitCode> {
             true
         }
     };
-    let never_started = replication.board.report().starting;
+    let never_started = replication.board.starting();
     drop(opening);
     replication.board.started();
 

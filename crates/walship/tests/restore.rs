@@ -18,6 +18,7 @@ use walship::restore::{describe, Progress, RestoreOptions, RestorePlan, Target};
 
 mod support;
 
+use support::faulty::{FaultyStore, Op};
 use support::workload::{app, assert_commit_boundary, walship, write_for, Commit};
 
 type Commits = Vec<Commit>;
@@ -447,6 +448,74 @@ async fn built_replica(dir: &Path) -> (ReplicaClient, PathBuf, Vec<u8>) {
         client.put_file(0, &path).await.unwrap();
     }
     (client, root, image)
+}
+
+/// Retention as a replicator runs it, on [`built_replica`]'s replica at `root`: the L0 files
+/// 2..=6 merged into one L1 file (timestamped as its newest input, as compaction does), then the
+/// L0 files it covers deleted, but for the newest.
+fn compact_and_retain(root: &Path) {
+    let l0 = |txid: u64| {
+        root.join("ltx/0")
+            .join(ltx::format_filename(Txid(txid), Txid(txid)))
+    };
+    let inputs: Vec<std::fs::File> = (2..=6)
+        .map(|t| std::fs::File::open(l0(t)).unwrap())
+        .collect();
+    let (merged, header, _) =
+        ltx::compact(inputs, Vec::new(), ltx::CompactOptions::default()).unwrap();
+    let l1 = root.join("ltx/1");
+    std::fs::create_dir_all(&l1).unwrap();
+    let path = l1.join(ltx::format_filename(Txid(2), Txid(6)));
+    std::fs::write(&path, merged).unwrap();
+    let created = std::time::UNIX_EPOCH + Duration::from_millis(header.timestamp as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(created)
+        .unwrap();
+    for txid in 2..=5 {
+        std::fs::remove_file(l0(txid)).unwrap();
+    }
+}
+
+/// A restore whose listed files a replicator's retention deletes before it reads them (the
+/// first request after the listing finds retention done) lists again and restores from the
+/// compacted file, for the latest state (the downloads miss) and for a time (reading the files'
+/// creation times misses).
+#[tokio::test]
+async fn a_restore_plans_again_when_retention_deletes_its_files_meanwhile() {
+    let second = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+    for target in [Target::Latest, Target::Timestamp(second(1_700_000_001))] {
+        let dir = tempfile::tempdir().unwrap();
+        let (local, root, image) = built_replica(dir.path()).await;
+        // Every file was created at second 1_700_000_000; the newest now later, so that there
+        // is a time after the others to restore.
+        std::fs::File::options()
+            .write(true)
+            .open(
+                root.join("ltx/0")
+                    .join(ltx::format_filename(Txid(6), Txid(6))),
+            )
+            .unwrap()
+            .set_modified(second(1_700_000_002))
+            .unwrap();
+        let store = Arc::new(FaultyStore::new(local.store().clone()));
+        let client = local.wrap("file", store.clone());
+        let retained = root.clone();
+        store.before_next(Op::Get, move || compact_and_retain(&retained));
+        let out = dir.path().join("out.db");
+        let restored = walship::restore::restore_to(&client, target, &RestoreOptions::new(&out))
+            .await
+            .unwrap_or_else(|e| panic!("restore of {target}: {e}"));
+        assert!(
+            read(&out) == image,
+            "the restore of {target} is not the source"
+        );
+        assert_eq!(restored.txid, Txid(6), "{target}");
+        // The snapshot and the L1 file: the plan made after retention ran.
+        assert_eq!(restored.files, 2, "{target}");
+    }
 }
 
 /// What a restore told its observer.

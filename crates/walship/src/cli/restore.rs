@@ -113,16 +113,19 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let plan = match runtime.block_on(restore::plan(&client, target)) {
-        Err(walship::Error::Restore(e))
-            if args.if_replica_exists && matches!(*e, RestoreError::NoBackups { .. }) =>
-        {
-            eprintln!("walship: {e}");
-            return Ok(());
-        }
-        other => other?,
+    // -if-replica-exists: a replica with no backups is nothing to restore, not an error.
+    let nothing_there = |e: &walship::Error| {
+        args.if_replica_exists
+            && matches!(e, walship::Error::Restore(e) if matches!(**e, RestoreError::NoBackups { .. }))
     };
     if args.dry_run {
+        let plan = match runtime.block_on(restore::plan(&client, target)) {
+            Err(e) if nothing_there(&e) => {
+                eprintln!("walship: {e}");
+                return Ok(());
+            }
+            other => other?,
+        };
         match &plan {
             RestorePlan::Ltx(plan) => print_plan(&args, &client, &replica, &output, plan),
             RestorePlan::Legacy(plan) => print_legacy_plan(&args, &client, &replica, &output, plan),
@@ -142,11 +145,17 @@ pub fn run(args: RestoreArgs) -> anyhow::Result<()> {
         },
     };
     let started = Instant::now();
-    let restored = runtime.block_on(restore::restore(&client, &plan, &opts));
+    let restored = runtime.block_on(restore::restore_to(&client, target, &opts));
     if let Some(bar) = bar {
         bar.bar.finish_and_clear();
     }
-    let restored = restored?;
+    let restored = match restored {
+        Err(e) if nothing_there(&e) => {
+            eprintln!("walship: {e}");
+            return Ok(());
+        }
+        other => other?,
+    };
     let ms = started.elapsed().as_millis();
     let check = IntegrityCheck::from(args.integrity_check)
         .pragma()

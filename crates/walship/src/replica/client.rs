@@ -340,13 +340,21 @@ impl ReplicaClient {
             .map_err(|e| self.store_error(ReplicaOp::Download, &location, &e))
     }
 
-    /// Where one file lives on this machine, for a `file` replica, whose files a restore reads
-    /// in place rather than copying them; `None` for the other stores.
-    pub fn local_path(&self, key: LtxKey) -> Option<std::path::PathBuf> {
-        match &self.writer {
-            Writer::Dir(local) => local.path_to_filesystem(&self.layout.key(key)).ok(),
-            Writer::Store { .. } => None,
-        }
+    /// Opens one file of a `file` replica for reading in place, rather than copying it; `None`
+    /// for the other stores. A file deleted since it was listed fails as a download would.
+    pub fn open_local(&self, key: LtxKey) -> Option<Result<std::fs::File>> {
+        let Writer::Dir(local) = &self.writer else {
+            return None;
+        };
+        let location = self.layout.key(key);
+        let opened = local
+            .path_to_filesystem(&location)
+            .map_err(|e| self.store_error(ReplicaOp::Download, &location, &e))
+            .and_then(|path| {
+                std::fs::File::open(path)
+                    .map_err(|e| self.io_error(ReplicaOp::Download, &location, &e))
+            });
+        Some(opened)
     }
 
     /// Downloads one file to `dest` (temporary name, fsync, rename); returns its size.

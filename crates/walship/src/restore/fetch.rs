@@ -38,8 +38,8 @@ pub(super) enum Fetched {
     },
     /// Downloaded into this scratch file.
     Scratch(PathBuf),
-    /// A `file` replica's file, to be read in place.
-    InPlace(PathBuf),
+    /// A `file` replica's file, opened to be read in place.
+    InPlace(File),
 }
 
 /// How a download is kept.
@@ -64,8 +64,16 @@ pub(super) fn fetch_all<'a>(
     stream::iter(files.iter().enumerate())
         .map(move |(i, f)| {
             let f = *f;
-            if let Some(path) = client.local_path(f.key) {
-                return Either::Left(std::future::ready(Ok((f, Fetched::InPlace(path)))));
+            // Opened as the plan gets to it: once open, retention deleting it does not matter.
+            if let Some(opened) = client.open_local(f.key) {
+                let fetched = opened.map(|file| (f, Fetched::InPlace(file)));
+                let fetched = fetched.map_err(|e| {
+                    Error::from(RestoreError::File {
+                        file: describe(f.key),
+                        cause: Box::new(e),
+                    })
+                });
+                return Either::Left(std::future::ready(fetched));
             }
             // Decided, and the scratch file created, before the task starts: a task aborted
             // on another's failure keeps running until its next await, and must then not add
@@ -189,8 +197,8 @@ impl Fetched {
         Ok(match self {
             Fetched::Memory { data, .. } => Reader::Memory(&data[..]),
             Fetched::Scratch(path) => Reader::Scratch(File::open(path).map_err(local_error(path))?),
-            Fetched::InPlace(path) => Reader::InPlace {
-                file: File::open(path).map_err(local_error(path))?,
+            Fetched::InPlace(file) => Reader::InPlace {
+                file,
                 progress,
                 count: 0,
             },
@@ -213,7 +221,7 @@ pub(super) enum Reader<'a> {
     Scratch(File),
     /// From the replica's own file, counting what is read for the progress.
     InPlace {
-        file: File,
+        file: &'a File,
         progress: &'a dyn Progress,
         count: u64,
     },
@@ -239,6 +247,7 @@ impl Read for Reader<'_> {
                 progress,
                 count,
             } => {
+                let mut file: &File = file;
                 let n = file.read(buf)?;
                 *count += n as u64;
                 progress.advance(n as u64);

@@ -25,6 +25,7 @@ pub use progress::{NoProgress, Progress};
 
 use std::sync::Arc;
 
+use crate::error::{ReplicaErrorKind, ReplicaOp};
 use crate::replica::client::{LtxKey, ReplicaClient};
 
 /// What a restore will read: LTX files, or a Litestream 0.3 snapshot and WAL segments.
@@ -36,10 +37,27 @@ pub enum RestorePlan {
     Legacy(LegacyPlan),
 }
 
+/// How many times a restore plans again when files it listed were deleted before it read them.
+const MAX_REPLANS: u32 = 10;
+
 /// Lists the replica (LTX files and any Litestream 0.3 backup) and plans a restore to `target`
 /// from the format Litestream 0.5 would choose: the 0.3 backup when there are no LTX files, or
-/// when it is the newer one ([`legacy::prefer_legacy`]); never for a TXID.
+/// when it is the newer one ([`legacy::prefer_legacy`]); never for a TXID. A listed file deleted
+/// before its creation time was read makes it list again (see [`deleted_meanwhile`]).
 pub async fn plan(client: &ReplicaClient, target: Target) -> crate::Result<RestorePlan> {
+    let mut replans = 0;
+    loop {
+        match plan_once(client, target).await {
+            Err(e) if deleted_meanwhile(&e) && replans < MAX_REPLANS => {
+                replans += 1;
+                tracing::info!(replica = client.name(), "{e}; listing the replica again");
+            }
+            planned => return planned,
+        }
+    }
+}
+
+async fn plan_once(client: &ReplicaClient, target: Target) -> crate::Result<RestorePlan> {
     let (files, legacy) = futures::try_join!(plan::list(client, target), legacy::list(client))?;
     if legacy::prefer_legacy(&files, &legacy, target) {
         return Ok(RestorePlan::Legacy(legacy.choose(client.name(), target)?));
@@ -53,6 +71,44 @@ pub async fn plan(client: &ReplicaClient, target: Target) -> crate::Result<Resto
         .into());
     }
     Ok(RestorePlan::Ltx(choose(client.name(), &files, target)?))
+}
+
+/// Plans a restore to `target` and carries it out into `opts.output`; when a file of the plan
+/// was deleted before it was read, it plans again from a new listing and starts over.
+pub async fn restore_to(
+    client: &ReplicaClient,
+    target: Target,
+    opts: &RestoreOptions,
+) -> crate::Result<Restored> {
+    let mut replans = 0;
+    loop {
+        let planned = plan(client, target).await?;
+        match restore(client, &planned, opts).await {
+            Err(e) if deleted_meanwhile(&e) && replans < MAX_REPLANS => {
+                replans += 1;
+                tracing::info!(replica = client.name(), "{e}; planning the restore again");
+            }
+            restored => return restored,
+        }
+    }
+}
+
+/// Whether `e` says that a replica file is not there. A replicator running beside the restore
+/// deletes files once retention no longer needs them (L0 files a compacted file covers, level
+/// files below the oldest kept snapshot), so a file listed a moment ago may be gone: a new
+/// listing holds the files that replaced it. A file missing from a listing that was not deleted
+/// since shows as a gap in the new plan instead, and fails it.
+fn deleted_meanwhile(e: &crate::Error) -> bool {
+    match e {
+        crate::Error::Replica(r) => {
+            r.kind == ReplicaErrorKind::NotFound
+                && matches!(r.op, ReplicaOp::Stat | ReplicaOp::Download)
+        }
+        crate::Error::Restore(r) => {
+            matches!(&**r, RestoreError::File { cause, .. } if deleted_meanwhile(cause))
+        }
+        _ => false,
+    }
 }
 
 /// Restores the database `plan` describes into `opts.output`. Nothing appears at the output

@@ -66,6 +66,12 @@ impl FaultyStore {
         self.faults.state().rules.insert(op, Rule { fault, pass });
     }
 
+    /// Runs `action` once, just before the next call of `op` goes on: what another process
+    /// does between two requests (a replicator's retention deleting files under a restore).
+    pub fn before_next(&self, op: Op, action: impl FnOnce() + Send + 'static) {
+        self.faults.state().before.insert(op, Box::new(action));
+    }
+
     /// Stops failing anything.
     pub fn reset(&self) {
         self.faults.state().rules.clear();
@@ -111,13 +117,27 @@ struct Rule {
     pass: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     rules: HashMap<Op, Rule>,
+    /// Run once before the next call of the op.
+    before: HashMap<Op, Box<dyn FnOnce() + Send>>,
     calls: HashMap<Op, usize>,
     /// Uploads to locations containing any of these wait.
     hold: Vec<String>,
     held: usize,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("rules", &self.rules)
+            .field("before", &self.before.keys().collect::<Vec<_>>())
+            .field("calls", &self.calls)
+            .field("hold", &self.hold)
+            .field("held", &self.held)
+            .finish()
+    }
 }
 
 /// The rules, shared with the multipart uploads a store hands out.
@@ -131,6 +151,10 @@ impl Faults {
 
     /// Counts a call of `op` and fails it if a rule says so.
     fn check(&self, op: Op, location: &str) -> Result<()> {
+        let before = self.state().before.remove(&op);
+        if let Some(action) = before {
+            action();
+        }
         let mut state = self.state();
         *state.calls.entry(op).or_default() += 1;
         match state.rules.get_mut(&op) {

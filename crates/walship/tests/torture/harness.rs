@@ -17,7 +17,8 @@ use walship::replica::timestamp::{format_rfc3339_nano, parse_rfc3339};
 
 use crate::support::http;
 
-/// How long the torture config keeps snapshots (and so the window restores must reach over).
+/// How long the torture config keeps snapshots unless a scenario says otherwise (and so the
+/// window restores must reach over).
 const SNAPSHOT_RETENTION: Duration = Duration::from_secs(60);
 
 /// The seed of this run: `$TORTURE_SEED`, or the clock's nanoseconds.
@@ -54,6 +55,8 @@ pub struct Run {
     pub journal: PathBuf,
     /// Extra flags of the writer (`--big`, `--maintenance`, ...).
     pub writer_flags: Vec<String>,
+    /// How long walship keeps snapshots; the window every time inside must restore.
+    pub snapshot_retention: Duration,
     writer: Option<ChildGuard>,
     walship: Option<ChildGuard>,
     /// walship's log, appended to by every start.
@@ -96,6 +99,7 @@ impl Run {
             db,
             dir,
             writer_flags: Vec::new(),
+            snapshot_retention: SNAPSHOT_RETENTION,
             writer: None,
             walship: None,
             env: Vec::new(),
@@ -127,7 +131,7 @@ impl Run {
                  l0-retention: 3s\nl0-retention-check-interval: 1s\n\
                  dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replicas:\n{replicas}",
                 self.addr,
-                SNAPSHOT_RETENTION.as_secs(),
+                self.snapshot_retention.as_secs(),
                 self.db.display()
             ),
         )
@@ -439,7 +443,7 @@ impl Run {
         // Times after the newest file are refused, as Litestream does.
         let horizon = journal
             .first()
-            .max(SystemTime::now() - SNAPSHOT_RETENTION)
+            .max(SystemTime::now() - self.snapshot_retention)
             .min(latest);
         assert!(
             earliest <= horizon + Duration::from_secs(5),
@@ -507,6 +511,69 @@ impl Run {
             previous = k;
             let _ = std::fs::remove_file(&out);
         }
+    }
+
+    /// Restores `url` as of `at` with `by` (walship may be running: retention may delete files
+    /// meanwhile) and checks the result: a committed state that began before `at` and holds
+    /// every transaction committed `slack` before it. Returns its transaction.
+    pub fn check_restore_at(
+        &self,
+        url: &str,
+        by: Restorer,
+        at: SystemTime,
+        slack: Duration,
+    ) -> u64 {
+        let out = self.dir.path().join("at-live.db");
+        remove_database(&out);
+        let ago = SystemTime::now().duration_since(at).unwrap_or_default();
+        let restored = match by {
+            Restorer::Walship => self.restore(url, &out, Some(at)),
+            Restorer::Litestream => {
+                let res = litestream_restore(url, &out, Some(at), &self.env);
+                if res.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&res.stderr).into_owned())
+                }
+            }
+        };
+        let at_text = format_rfc3339_nano(at);
+        restored.unwrap_or_else(|e| {
+            panic!(
+                "{}: {by:?} restore of {url} at {at_text} ({ago:?} before it ran), inside \
+                 retention: {e}\n{}",
+                self.name,
+                self.log_tail()
+            )
+        });
+        let k = self.check(&out, &format!("{by:?} restore of {url} at {at_text}"));
+        let journal = Journal::read(&self.journal);
+        let began = journal.began(k);
+        assert!(
+            k == 0 || began.is_some_and(|b| b <= at),
+            "{}: a {by:?} restore of {url} at {at_text} holds transaction {k}, which began at {:?}",
+            self.name,
+            began.map(format_rfc3339_nano)
+        );
+        // The writer is sequential: a transaction that began by then followed a commit.
+        let committed = journal.last_began_by(at - slack).saturating_sub(1);
+        assert!(
+            k >= committed,
+            "{}: a {by:?} restore of {url} at {at_text} holds transaction {k}, but {committed} \
+             had committed {slack:?} before that time",
+            self.name
+        );
+        remove_database(&out);
+        k
+    }
+
+    /// How many lines of walship's log contain every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     /// The span a restore of `url` reaches, from `walship ltx -json`.
@@ -601,6 +668,14 @@ impl Drop for Run {
     }
 }
 
+/// The program that restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restorer {
+    Walship,
+    /// Litestream 0.5.17.
+    Litestream,
+}
+
 /// walship.
 pub fn walship_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_walship"))
@@ -623,6 +698,15 @@ pub fn litestream_restore(
         .arg(url)
         .output()
         .unwrap()
+}
+
+/// Removes a database file and its `-wal` and `-shm` files (a check opens it in WAL mode).
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 fn append(path: &Path) -> std::fs::File {

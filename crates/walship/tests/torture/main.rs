@@ -19,7 +19,7 @@ mod support;
 
 mod harness;
 
-use harness::{budget, rounds, seed, Run};
+use harness::{budget, rounds, seed, Restorer, Run};
 
 fn workload(big: f64) -> Workload {
     Workload {
@@ -187,6 +187,83 @@ fn application_maintenance_is_followed() {
     assert!(
         actions >= 3,
         "{}: only {actions} maintenance actions",
+        run.name
+    );
+}
+
+/// Scenario 7: point-in-time restores while walship runs, each round right after retention
+/// deleted files from the replicas (L0 files L1 covers, every second; every third round right
+/// after a snapshot and snapshot retention), at random moments inside the retention window, of
+/// the directory and the S3 replica, by walship and by Litestream 0.5.17: every one restores
+/// a committed state no newer than the moment and at most a few seconds older.
+#[test]
+fn point_in_time_restores_right_after_compaction_and_retention() {
+    // Short snapshot retention, so that snapshots and the level files below them are dropped
+    // within the run, as they are in production after a day.
+    const RETENTION: Duration = Duration::from_secs(30);
+    // L1 compacts every second and L0 files stay 3 s after it covers them: a restore holds
+    // every transaction committed this long before its moment.
+    const SLACK: Duration = Duration::from_secs(3);
+    let s3 = S3Server::start();
+    s3.create_bucket("torture");
+    let mut run = Run::new("restores after retention", workload(0.005), None);
+    // A database that stays small, so that a round's dozen restores take seconds, not minutes.
+    run.writer_flags = vec!["--pause-ms".into(), "5".into()];
+    run.snapshot_retention = RETENTION;
+    run.add_s3_replica(&s3, s3.replica_url("torture", "app.db"));
+    run.write_config();
+    run.start_writer();
+    run.start_walship();
+    let snapshots = |run: &Run| run.log_lines(&["level=9", "wrote"]);
+    let deletes = |run: &Run| run.log_lines(&["deleted after retention", "replica=\"s3\""]);
+    // Until snapshot retention has dropped files: past the retention and two snapshots more.
+    let warm = testkit::wait_until(RETENTION + Duration::from_secs(30), || {
+        snapshots(&run) >= 5 && run.log_lines(&["deleted after retention"]) > 0
+    });
+    assert!(
+        warm,
+        "{}: no snapshots or no retention:\n{}",
+        run.name,
+        run.log_tail()
+    );
+    let replicas = run.replicas.clone();
+    let tools = [Restorer::Walship, Restorer::Litestream];
+    let mut restores = 0;
+    let started = std::time::Instant::now();
+    let n = rounds(budget(30), |round| {
+        let (before_snapshots, before_deletes) = (snapshots(&run), deletes(&run));
+        let retention_ran = testkit::wait_until(Duration::from_secs(20), || {
+            deletes(&run) > before_deletes && (round % 3 != 0 || snapshots(&run) > before_snapshots)
+        });
+        assert!(
+            retention_ran,
+            "{}: retention stopped:\n{}",
+            run.name,
+            run.log_tail()
+        );
+        let now = std::time::SystemTime::now();
+        let first = testkit::torture::Journal::read(&run.journal).first();
+        // The window moves on while the round restores (a dozen restores, some seconds).
+        let earliest =
+            (first + Duration::from_secs(3)).max(now - RETENTION + Duration::from_secs(10));
+        let latest = now - Duration::from_secs(1);
+        let span = latest.duration_since(earliest).unwrap();
+        for i in 0..3 {
+            let at = earliest + span.mul_f64(run.rng.random_range(0.0..1.0));
+            // Every replica by every tool, a different one first each time.
+            for j in 0..replicas.len() * tools.len() {
+                let k = (round as usize + i + j) % (replicas.len() * tools.len());
+                let (url, by) = (&replicas[k / tools.len()], tools[k % tools.len()]);
+                run.check_restore_at(url, by, at, SLACK);
+                restores += 1;
+            }
+        }
+    });
+    let restoring = started.elapsed();
+    let last = run.finish(6);
+    eprintln!(
+        "{}: {n} rounds, {restores} restores while replicating in {restoring:?}, {last} \
+         transactions",
         run.name
     );
 }

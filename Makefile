@@ -11,7 +11,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 export WALSHIP_TEST_VENV := $(VENV)
 export WALSHIP_TEST_NPM_BIN := $(NPM_DIR)/node_modules/.bin
 
-.PHONY: all demo test lint rust-test py-test bench torture fuzz venv npm tools lock clean wheel chromium legacy-litestream
+.PHONY: all demo test lint rust-test py-test bench torture fuzz venv npm tools lock clean wheel chromium legacy-litestream orderfile
 
 all: test
 
@@ -105,6 +105,15 @@ torture: tools venv npm
 # the config parser, FUZZ_SECS per target.
 fuzz:
 	fuzz/run.sh $(FUZZ_SECS)
+
+# Lays out the code walship runs together (crates/walship/walship.order, which build.rs hands to
+# the linker) from callgrind's profile of the release build replicating and restoring; rerun after
+# updating Cargo.lock, or when `make bench` reports the order file stale.
+orderfile: venv
+	@command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
+	cargo build --release -p walship
+	$(PY) scripts/orderfile.py
+	cargo build --release -p walship
 
 # Re-pin the Python test dependencies after editing requirements-dev.in.
 lock:

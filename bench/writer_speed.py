@@ -196,6 +196,26 @@ def main():
             rss = max(row[4] for row in rows)
             line += f"{pct(all_lags, 50):>9.3f}{pct(all_lags, 99):>9.3f}{cpu:>7.2f}{rss:>8.1f}"
         print(line)
+    peak = {k: max(row[4] for row in results[k]) for k in ("walship", "litestream")}
+    print(f"\npeak RSS walship / litestream: {peak['walship'] / peak['litestream']:.2f}")
+    print(order_coverage())
+
+
+def order_coverage():
+    """How much of walship.order the binary still has: the layout that keeps its code compact."""
+    order = os.path.join(ROOT, "crates", "walship", "walship.order")
+    try:
+        with open(order) as f:
+            wanted = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+        out = subprocess.run(["nm", "--defined-only", WALSHIP], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"walship.order coverage unknown: {e}"
+    defined = {f[2] for f in (l.split() for l in out.stdout.splitlines()) if len(f) == 3}
+    if not defined:
+        return "walship.order coverage unknown: the binary is stripped (a wheel build's)"
+    found = sum(name in defined for name in wanted)
+    hint = "" if found >= 0.9 * len(wanted) else " (stale: run `make orderfile`)"
+    return f"walship.order: {found} of {len(wanted)} functions found in the binary{hint}"
 
 
 if __name__ == "__main__":

@@ -241,17 +241,19 @@ fn point_in_time_restores_right_after_compaction_and_retention() {
             run.name,
             run.log_tail()
         );
-        let now = std::time::SystemTime::now();
         let first = testkit::torture::Journal::read(&run.journal).first();
-        // The window moves on while the round restores (a dozen restores, some seconds).
-        let earliest =
-            (first + Duration::from_secs(3)).max(now - RETENTION + Duration::from_secs(10));
-        let latest = now - Duration::from_secs(1);
-        let span = latest.duration_since(earliest).unwrap();
         for i in 0..3 {
-            let at = earliest + span.mul_f64(run.rng.random_range(0.0..1.0));
             // Every replica by every tool, a different one first each time.
             for j in 0..replicas.len() * tools.len() {
+                // Each moment is drawn when its restore starts: the window moves on while a
+                // round restores (a dozen restores take 10-25 s on a loaded machine), and only
+                // `now - RETENTION` onwards is promised. The margin covers one restore.
+                let now = std::time::SystemTime::now();
+                let earliest =
+                    (first + Duration::from_secs(3)).max(now - RETENTION + Duration::from_secs(8));
+                let latest = now - Duration::from_secs(1);
+                let span = latest.duration_since(earliest).unwrap();
+                let at = earliest + span.mul_f64(run.rng.random_range(0.0..1.0));
                 let k = (round as usize + i + j) % (replicas.len() * tools.len());
                 let (url, by) = (&replicas[k / tools.len()], tools[k % tools.len()]);
                 run.check_restore_at(url, by, at, SLACK);

@@ -112,7 +112,7 @@ fuzz:
 orderfile: venv
 	@command -v valgrind >/dev/null || (apt-get update && apt-get install -y valgrind)
 	cargo build --release -p walship
-	$(PY) scripts/orderfile.py
+	$(PY) bench/orderfile.py
 	cargo build --release -p walship
 
 # Re-pin the Python test dependencies after editing requirements-dev.in.

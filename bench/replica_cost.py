@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,32 +33,16 @@ import time
 
 import boto3
 
+from servers import MOTO, MotoServer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALSHIP = os.path.join(ROOT, "target", "release", "walship")
 COUNT_PROXY = os.path.join(ROOT, "target", "release", "count-proxy")
 BIN = os.path.dirname(sys.executable)
 LITESTREAM = os.path.join(BIN, "litestream")
-MOTO = os.path.join(BIN, "moto_server")
 KEY, SECRET, REGION = "bench", "bench-secret", "us-east-1"
 BUCKET = "bench"
 TOOLS = ["walship", "litestream"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on port {port}")
 
 
 def s3_client(port):
@@ -312,11 +295,9 @@ def main():
         if not os.path.exists(binary):
             sys.exit(f"{binary} is missing: run `make bench`, which builds and installs it")
     workdir = tempfile.mkdtemp(prefix="replica-cost-")
-    s3_port = free_port()
-    moto_log = open(os.path.join(workdir, "moto.log"), "w")
-    moto = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(s3_port)], stdout=moto_log, stderr=moto_log)
+    moto = MotoServer(workdir)
+    s3_port = moto.port
     try:
-        wait_port(s3_port)
         s3 = s3_client(s3_port)
         s3.create_bucket(Bucket=BUCKET)
         req = {}
@@ -343,9 +324,7 @@ def main():
                   + ", ".join(f"{lv} {c} ({b / 1e6:.1f} MB)" for lv, (c, b) in sorted(r["levels"].items())),
                   flush=True)
     finally:
-        moto.terminate()
-        moto.wait(timeout=30)
-        moto_log.close()
+        moto.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()

@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -49,6 +48,8 @@ import tempfile
 import threading
 import time
 
+from servers import MOTO, MotoServer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALSHIP = os.path.join(ROOT, "target", "release", "walship")
 LITESTREAM = os.path.join(os.path.dirname(sys.executable), "litestream")
@@ -56,7 +57,6 @@ BENCH_DIR = os.path.join(ROOT, "target", "bench")
 TOOLS = {"walship": WALSHIP, "litestream": LITESTREAM}
 BLOB = 1000  # bytes per row: 4 rows to a 4096-byte page
 ROWS_PER_TX = 4  # rows each small write transaction rewrites
-MOTO = os.path.join(os.path.dirname(sys.executable), "moto_server")
 KEY, SECRET, REGION, BUCKET = "bench", "bench-secret", "us-east-1", "bench"
 RETENTION = "8760h"  # nothing is removed during a run
 
@@ -232,30 +232,15 @@ def restore_plan(url, out):
     return levels
 
 
-class Moto:
+class Moto(MotoServer):
     """moto's S3 server on 127.0.0.1, holding a copy of the file replica."""
 
     def __init__(self, workdir):
         import boto3  # only --s3 needs it
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.log = open(os.path.join(workdir, "moto.log"), "w")
-        self.proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=self.log)
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit(f"moto_server did not start; see {self.log.name}")
-                time.sleep(0.1)
-        self.s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.port}",
-                               region_name=REGION, aws_access_key_id=KEY,
-                               aws_secret_access_key=SECRET)
+        super().__init__(workdir)
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
+                               aws_access_key_id=KEY, aws_secret_access_key=SECRET)
         self.s3.create_bucket(Bucket=BUCKET)
 
     def copy_replica(self, replica):
@@ -269,11 +254,6 @@ class Moto:
         print(f"    copied to moto's S3 in {time.time() - t0:.0f} s", flush=True)
         return (f"s3://{BUCKET}/replica?endpoint=http://127.0.0.1:{self.port}"
                 f"&forcePathStyle=true&region={REGION}")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 def fmt_levels(levels):

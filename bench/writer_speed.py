@@ -24,6 +24,8 @@ import tempfile
 import threading
 import time
 
+from servers import function_symbols
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALSHIP = os.path.join(ROOT, "target", "release", "walship")
 LITESTREAM = os.path.join(os.path.dirname(sys.executable), "litestream")
@@ -207,10 +209,9 @@ def order_coverage():
     try:
         with open(order) as f:
             wanted = [l.strip() for l in f if l.strip() and not l.startswith("#")]
-        out = subprocess.run(["nm", "--defined-only", WALSHIP], capture_output=True, text=True, check=True)
+        defined = function_symbols(WALSHIP)
     except (OSError, subprocess.CalledProcessError) as e:
         return f"walship.order coverage unknown: {e}"
-    defined = {f[2] for f in (l.split() for l in out.stdout.splitlines()) if len(f) == 3}
     if not defined:
         return "walship.order coverage unknown: the binary is stripped (a wheel build's)"
     found = sum(name in defined for name in wanted)

@@ -14,7 +14,7 @@ polled as the plugin does; then restores from both replicas. Symbol names change
 dependencies: rerun `make orderfile` after updating Cargo.lock, or when `make bench` says the
 order file is stale. A function the file names but the binary lacks is skipped, never an error.
 
-Usage: python scripts/orderfile.py  (after `cargo build --release -p walship`; `make orderfile`
+Usage: python bench/orderfile.py  (after `cargo build --release -p walship`; `make orderfile`
 installs valgrind, builds, profiles and relinks)
 """
 
@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,34 +30,21 @@ import time
 import urllib.error
 import urllib.request
 
+from servers import MotoServer, free_port, function_symbols, wait_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALSHIP = os.path.join(ROOT, "target", "release", "walship")
 ORDER = os.path.join(ROOT, "crates", "walship", "walship.order")
-MOTO = os.path.join(os.path.dirname(sys.executable), "moto_server")
 KEY, SECRET, REGION, BUCKET = "order", "order-secret", "us-east-1", "order"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, what, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
+        if check():
+            return
         time.sleep(0.2)
     sys.exit(f"timed out waiting for {what}")
-
-
-def port_open(port):
-    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    return True
 
 
 def callgrind(out, args, env):
@@ -106,9 +92,10 @@ def new_db(path):
 
 
 def replicate(out, args, env, db, seconds, ready, status_port=None):
-    """Profiles `walship replicate ARGS` while the workload writes, then a graceful stop."""
+    """Profiles `walship replicate ARGS` once `ready()` returns, while the workload writes, then a
+    graceful stop."""
     proc = callgrind(out, ["replicate", *args], env)
-    wait_for(ready, "walship to start replicating")
+    ready()
     write(db, seconds, status_port)
     time.sleep(10)
     proc.send_signal(signal.SIGTERM)
@@ -127,12 +114,7 @@ def executed(path):
     return list(names.values())
 
 
-def defined_functions():
-    out = subprocess.run(["nm", "--defined-only", WALSHIP], capture_output=True, text=True, check=True)
-    return {f[2] for f in (l.split() for l in out.stdout.splitlines()) if len(f) == 3 and f[1] in "tTwW"}
-
-
-def profile(work, s3_port):
+def profile(work, s3):
     """The callgrind outputs, most common use first: a file replica from the command line; a
     config file with file and S3 replicas, fast levels, snapshots, retention and the HTTP
     endpoints; restores from both."""
@@ -143,12 +125,12 @@ def profile(work, s3_port):
     new_db(db)
     outs.append(os.path.join(work, "replicate-args.cg"))
     replicate(outs[-1], [db, f"file://{replica}"], env, db, 30,
-              lambda: os.path.isdir(os.path.join(replica, "ltx")))
+              lambda: wait_for(lambda: os.path.isdir(os.path.join(replica, "ltx")), "the first snapshot"))
 
     db, replica = os.path.join(work, "app.db"), os.path.join(work, "replica")
     new_db(db)
     status_port = free_port()
-    s3_url = f"s3://{BUCKET}/app?endpoint=http://127.0.0.1:{s3_port}&region={REGION}&forcePathStyle=true"
+    s3_url = f"s3://{BUCKET}/app?endpoint={s3.endpoint}&region={REGION}&forcePathStyle=true"
     config = os.path.join(work, "walship.yml")
     with open(config, "w") as f:
         f.write(f"addr: 127.0.0.1:{status_port}\n"
@@ -158,7 +140,8 @@ def profile(work, s3_port):
                 f"dbs:\n  - path: {db}\n    replicas:\n"
                 f"      - url: file://{replica}\n      - url: {s3_url}\n")
     outs.append(os.path.join(work, "replicate-config.cg"))
-    replicate(outs[-1], ["-config", config], env, db, 45, lambda: port_open(status_port), status_port)
+    replicate(outs[-1], ["-config", config], env, db, 45,
+              lambda: wait_port(status_port, "walship's status server", timeout=120), status_port)
 
     for i, url in enumerate([f"file://{replica}", s3_url]):
         outs.append(os.path.join(work, f"restore{i}.cg"))
@@ -175,25 +158,21 @@ def main():
     if not os.path.exists(WALSHIP):
         sys.exit(f"{WALSHIP} is missing: run `make orderfile`, which builds it")
     work = tempfile.mkdtemp(prefix="orderfile-")
-    s3_port = free_port()
-    moto_log = open(os.path.join(work, "moto.log"), "w")
-    moto = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(s3_port)], stdout=moto_log, stderr=moto_log)
+    moto = MotoServer(work)
     try:
-        wait_for(lambda: port_open(s3_port), "moto's S3 server")
-        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{s3_port}/{BUCKET}", method="PUT"))
-        profiles = profile(work, s3_port)
+        urllib.request.urlopen(urllib.request.Request(f"{moto.endpoint}/{BUCKET}", method="PUT"))
+        profiles = profile(work, moto)
     finally:
-        moto.terminate()
-        moto.wait(timeout=30)
+        moto.stop()
 
-    defined, seen, order = defined_functions(), set(), []
+    defined, seen, order = function_symbols(WALSHIP), set(), []
     for path in profiles:
         for name in executed(path):
             if name in defined and name not in seen:
                 seen.add(name)
                 order.append(name)
     with open(ORDER, "w") as f:
-        f.write("# Written by `make orderfile` (scripts/orderfile.py): the functions walship runs,\n"
+        f.write("# Written by `make orderfile` (bench/orderfile.py): the functions walship runs,\n"
                 "# which crates/walship/build.rs has the linker lay out first. Do not edit by hand.\n")
         f.write("\n".join(order) + "\n")
     shutil.rmtree(work)
